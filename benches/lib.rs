@@ -1,0 +1,1 @@
+//! Shared fleet and scenario generators for the benchmarks.

@@ -1,0 +1,2 @@
+//! Placement benchmark (filled in with the placement engine).
+fn main() {}

@@ -1,0 +1,1 @@
+//! cloudevents adapter.

@@ -1,0 +1,1 @@
+//! Typed CloudEvents catalogue of domain.md §8 (event types, subjects and data fields).

@@ -1,0 +1,1 @@
+//! Lab YAML: port templates from node tags and format-preserving `${PORT_<NAME>}` rewriting.

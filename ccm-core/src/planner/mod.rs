@@ -1,0 +1,1 @@
+//! The time-aware capacity planner and autoscaler (domain.md §5).

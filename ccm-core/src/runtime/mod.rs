@@ -1,0 +1,1 @@
+//! The reconcile loops (scheduler, controller) and the leadership that gates them.

@@ -1,0 +1,268 @@
+//! Lablet sessions: one booked run of a definition, and the session state machine.
+
+use crate::timeslot::{Timeslot, Timestamp};
+use crate::transition::{screaming_display, InvalidTransition, StateMachine};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// Session lifecycle states (domain.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SessionState {
+    /// Booked, not yet bound to a worker.
+    Pending,
+    /// Bound to a worker; holds capacity and ports.
+    Scheduled,
+    /// The lab is being created on the worker.
+    Instantiating,
+    /// Lab ready for the owner.
+    Ready,
+    /// The owner is working.
+    Running,
+    /// Results are being collected.
+    Collecting,
+    /// Results are being graded.
+    Grading,
+    /// The lab is being stopped.
+    Stopping,
+    /// Lab stopped.
+    Stopped,
+    /// Results archived.
+    Archived,
+    /// Time ran out.
+    Expired,
+    /// Ended for good.
+    Terminated,
+}
+
+use SessionState as S;
+
+screaming_display!(SessionState {
+    Pending => "PENDING", Scheduled => "SCHEDULED", Instantiating => "INSTANTIATING",
+    Ready => "READY", Running => "RUNNING", Collecting => "COLLECTING", Grading => "GRADING",
+    Stopping => "STOPPING", Stopped => "STOPPED", Archived => "ARCHIVED", Expired => "EXPIRED",
+    Terminated => "TERMINATED",
+});
+
+/// The session transition table of domain.md §3, one row per state.
+pub const SESSION_TRANSITIONS: &[(SessionState, &[SessionState])] = &[
+    (S::Pending, &[S::Scheduled, S::Expired, S::Terminated]),
+    (
+        S::Scheduled,
+        &[S::Instantiating, S::Pending, S::Expired, S::Terminated],
+    ),
+    (S::Instantiating, &[S::Ready, S::Expired, S::Terminated]),
+    (S::Ready, &[S::Running, S::Expired, S::Terminated]),
+    (
+        S::Running,
+        &[S::Collecting, S::Stopping, S::Expired, S::Terminated],
+    ),
+    (
+        S::Collecting,
+        &[S::Grading, S::Stopping, S::Expired, S::Terminated],
+    ),
+    (S::Grading, &[S::Stopping, S::Expired, S::Terminated]),
+    (S::Stopping, &[S::Stopped, S::Archived, S::Terminated]),
+    (S::Stopped, &[S::Archived, S::Terminated]),
+    (S::Archived, &[S::Terminated]),
+    (S::Expired, &[S::Stopping, S::Terminated]),
+    (S::Terminated, &[]),
+];
+
+impl StateMachine for SessionState {
+    const ENTITY: &'static str = "session";
+    const ALL: &'static [Self] = &[
+        S::Pending,
+        S::Scheduled,
+        S::Instantiating,
+        S::Ready,
+        S::Running,
+        S::Collecting,
+        S::Grading,
+        S::Stopping,
+        S::Stopped,
+        S::Archived,
+        S::Expired,
+        S::Terminated,
+    ];
+    fn next_states(self) -> &'static [Self] {
+        SESSION_TRANSITIONS
+            .iter()
+            .find(|(s, _)| *s == self)
+            .map(|(_, next)| *next)
+            .unwrap_or(&[])
+    }
+}
+
+impl SessionState {
+    /// Whether a session in this state holds capacity and ports on its worker
+    /// (SCHEDULED up to, not including, STOPPING).
+    ///
+    /// `EXPIRED` holds capacity only when it was reached from a bound state; use
+    /// [`LabletSession::holds_capacity`] for that distinction.
+    pub fn holds_capacity(self) -> bool {
+        matches!(
+            self,
+            S::Scheduled | S::Instantiating | S::Ready | S::Running | S::Collecting | S::Grading
+        )
+    }
+
+    /// True for states with no way back to work (STOPPED, ARCHIVED, TERMINATED).
+    pub fn is_final(self) -> bool {
+        matches!(self, S::Stopped | S::Archived | S::Terminated)
+    }
+}
+
+/// One entry of a session's state history.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateChange {
+    /// Previous state.
+    pub from: SessionState,
+    /// New state.
+    pub to: SessionState,
+    /// When.
+    pub at: Timestamp,
+    /// Why, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+}
+
+/// A booked run of a lablet definition for one owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LabletSession {
+    /// Unique id.
+    pub id: String,
+    /// The definition's id.
+    pub definition_id: String,
+    /// The definition version pinned at booking time.
+    pub definition_version: String,
+    /// Current state.
+    pub state: SessionState,
+    /// Every transition so far.
+    #[serde(default)]
+    pub state_history: Vec<StateChange>,
+    /// The worker it is bound to.
+    #[serde(default)]
+    pub worker_id: Option<String>,
+    /// Allocated host ports by port-template name.
+    #[serde(default)]
+    pub allocated_ports: BTreeMap<String, u16>,
+    /// Booked slot; `None` = as soon as possible.
+    #[serde(default)]
+    pub timeslot: Option<Timeslot>,
+    /// Region the owner asked for, if any.
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Who booked it.
+    pub owner_id: String,
+    /// External reservation id.
+    #[serde(default)]
+    pub reservation_id: Option<String>,
+    /// Created.
+    pub created_at: Timestamp,
+    /// Last change.
+    pub updated_at: Timestamp,
+    /// Times it went back to PENDING.
+    #[serde(default)]
+    pub retry_count: u32,
+}
+
+impl LabletSession {
+    /// A new PENDING session.
+    pub fn new(
+        id: impl Into<String>,
+        definition_id: impl Into<String>,
+        definition_version: impl Into<String>,
+        owner_id: impl Into<String>,
+        timeslot: Option<Timeslot>,
+        now: Timestamp,
+    ) -> Self {
+        LabletSession {
+            id: id.into(),
+            definition_id: definition_id.into(),
+            definition_version: definition_version.into(),
+            state: S::Pending,
+            state_history: Vec::new(),
+            worker_id: None,
+            allocated_ports: BTreeMap::new(),
+            timeslot,
+            region: None,
+            owner_id: owner_id.into(),
+            reservation_id: None,
+            created_at: now,
+            updated_at: now,
+            retry_count: 0,
+        }
+    }
+
+    /// Moves to `to` if the table allows it, recording the change.
+    pub fn transition(
+        &mut self,
+        to: SessionState,
+        at: Timestamp,
+        reason: impl Into<String>,
+    ) -> Result<(), InvalidTransition> {
+        let from = self.state;
+        self.state = from.transition(to)?;
+        self.updated_at = at;
+        self.state_history.push(StateChange {
+            from,
+            to,
+            at,
+            reason: reason.into(),
+        });
+        if to == S::Pending {
+            self.retry_count += 1;
+        }
+        Ok(())
+    }
+
+    /// Whether the session currently holds capacity and ports on its worker.
+    ///
+    /// EXPIRED holds them only when it came from a bound state (it still runs until STOPPING).
+    pub fn holds_capacity(&self) -> bool {
+        if self.state == S::Expired {
+            return self.worker_id.is_some();
+        }
+        self.state.holds_capacity()
+    }
+
+    /// When the session becomes due for binding (`slot start − lead`; ASAP sessions are always due).
+    pub fn due_at(&self, lead: chrono::Duration) -> Option<Timestamp> {
+        self.timeslot.map(|s| s.due_at(lead))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_covers_every_state_once() {
+        for s in SessionState::ALL {
+            assert_eq!(
+                SESSION_TRANSITIONS.iter().filter(|(f, _)| f == s).count(),
+                1,
+                "{s}"
+            );
+        }
+    }
+
+    #[test]
+    fn invalid_transition_names_both_states() {
+        let e = S::Pending.transition(S::Running).unwrap_err();
+        assert_eq!(e.from, "PENDING");
+        assert_eq!(e.to, "RUNNING");
+        assert!(e.to_string().contains("PENDING -> RUNNING"), "{e}");
+        assert!(S::Terminated.transition(S::Pending).is_err());
+        assert!(S::Scheduled.transition(S::Pending).is_ok());
+    }
+
+    #[test]
+    fn capacity_holding_states() {
+        assert!(!S::Pending.holds_capacity());
+        assert!(S::Scheduled.holds_capacity());
+        assert!(S::Grading.holds_capacity());
+        assert!(!S::Stopping.holds_capacity());
+    }
+}

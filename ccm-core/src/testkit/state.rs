@@ -1,0 +1,1 @@
+//! Behaviour suite for the state store trait.

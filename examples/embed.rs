@@ -1,0 +1,2 @@
+//! Embedding ccm-core in another service (filled in by the runtime work).
+fn main() {}
