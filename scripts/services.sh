@@ -126,8 +126,16 @@ stop() {
 member() {
   local action=$1 name=$2
   case "$action" in
-    stop) kill "$(cat "$RUN/$name.pid")" 2>/dev/null || true; rm -f "$RUN/$name.pid" ;;
-    kill) kill -9 "$(cat "$RUN/$name.pid")" 2>/dev/null || true; rm -f "$RUN/$name.pid" ;;
+    stop|kill)
+      local pid sig=TERM
+      [ "$action" = kill ] && sig=KILL
+      pid=$(cat "$RUN/$name.pid" 2>/dev/null || true)
+      if [ -n "$pid" ]; then
+        kill -s "$sig" "$pid" 2>/dev/null || true
+        # Wait until it is gone so a following start can bind its ports.
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      fi
+      rm -f "$RUN/$name.pid" ;;
     start)
       SHM=$(cat "$RUN/shm")
       case "$name" in
