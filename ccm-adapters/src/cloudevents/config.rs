@@ -1,0 +1,313 @@
+//! Configuration of the CloudEvents HTTP sink, from code or from the environment.
+
+use std::time::Duration;
+
+/// How an event is put on the wire (CloudEvents HTTP binding).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ContentMode {
+    /// Attributes in `ce-*` headers, data as the body with `Content-Type: application/json`.
+    #[default]
+    Binary,
+    /// The whole event as a JSON document with `Content-Type: application/cloudevents+json`.
+    Structured,
+}
+
+impl std::str::FromStr for ContentMode {
+    type Err = ConfigError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "binary" => Ok(ContentMode::Binary),
+            "structured" => Ok(ContentMode::Structured),
+            _ => Err(ConfigError::Invalid {
+                name: "CLOUDEVENTS_MODE",
+                value: s.to_string(),
+                expected: "binary or structured",
+            }),
+        }
+    }
+}
+
+/// Exponential back-off with jitter between delivery attempts.
+///
+/// The n-th retry waits a random time in `[d/2, d]` with `d = min(max, initial × 2^(n−1))`
+/// ("equal jitter": never zero, never above the cap, and retries of many events spread out).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// Cap of the first retry's delay.
+    pub initial: Duration,
+    /// Cap of any delay.
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            initial: Duration::from_millis(200),
+            max: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Backoff {
+    /// The cap `d` of retry `retry` (1-based).
+    pub fn ceiling(&self, retry: u32) -> Duration {
+        let factor = 1u32 << retry.saturating_sub(1).min(20);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+
+    /// The delay before retry `retry` (1-based), with `unit` in `[0, 1)` as the random draw.
+    pub fn delay_with(&self, retry: u32, unit: f64) -> Duration {
+        let d = self.ceiling(retry);
+        let half = d / 2;
+        half + half.mul_f64(unit.clamp(0.0, 1.0))
+    }
+
+    /// The delay before retry `retry` (1-based), with fresh randomness.
+    pub fn delay(&self, retry: u32) -> Duration {
+        self.delay_with(retry, random_unit())
+    }
+}
+
+/// A uniform draw in `[0, 1)` from the OS-seeded UUID v4 generator (no extra dependency).
+fn random_unit() -> f64 {
+    let bits = (uuid::Uuid::new_v4().as_u128() >> 75) as u64; // 53 random bits
+    bits as f64 / (1u64 << 53) as f64
+}
+
+/// Everything the sink needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CloudEventsConfig {
+    /// Where events are POSTed (`CLOUDEVENTS_SINK_URL`).
+    pub sink_url: String,
+    /// The `source` attribute (`CLOUDEVENTS_SOURCE`, default `ccm`).
+    pub source: String,
+    /// Binary (default) or structured content mode (`CLOUDEVENTS_MODE`).
+    pub mode: ContentMode,
+    /// Events accepted but not yet delivered or given up, at most (`CLOUDEVENTS_QUEUE_CAPACITY`,
+    /// default 1024). Beyond it, `publish` drops and counts.
+    pub queue_capacity: usize,
+    /// Parallel delivery lanes; events of one subject always share a lane, so their order is
+    /// kept (`CLOUDEVENTS_LANES`, default 4).
+    pub lanes: usize,
+    /// Timeout of one HTTP attempt (`CLOUDEVENTS_TIMEOUT_MS`, default 5000).
+    pub request_timeout: Duration,
+    /// Back-off between attempts.
+    pub backoff: Backoff,
+    /// How long one event is retried before it is given up and counted as failed
+    /// (`CLOUDEVENTS_RETRY_FOR_SECONDS`, default 300).
+    pub retry_for: Duration,
+}
+
+impl CloudEventsConfig {
+    /// Defaults for everything but the URL.
+    pub fn new(sink_url: impl Into<String>) -> Self {
+        CloudEventsConfig {
+            sink_url: sink_url.into(),
+            source: ccm_core::events::DEFAULT_SOURCE.to_string(),
+            mode: ContentMode::Binary,
+            queue_capacity: 1024,
+            lanes: 4,
+            request_timeout: Duration::from_secs(5),
+            backoff: Backoff::default(),
+            retry_for: Duration::from_secs(300),
+        }
+    }
+
+    /// Reads the process environment; `Ok(None)` when `CLOUDEVENTS_SINK_URL` is unset or empty
+    /// (then events are only logged and audited).
+    pub fn from_env() -> Result<Option<Self>, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Like [`CloudEventsConfig::from_env`] with any variable lookup.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let Some(url) = get("CLOUDEVENTS_SINK_URL") else {
+            return Ok(None);
+        };
+        let mut c = CloudEventsConfig::new(url.trim());
+        if let Some(s) = get("CLOUDEVENTS_SOURCE") {
+            c.source = s;
+        }
+        if let Some(m) = get("CLOUDEVENTS_MODE") {
+            c.mode = m.parse()?;
+        }
+        let number = |name: &'static str, v: String| {
+            v.trim().parse::<u64>().map_err(|_| ConfigError::Invalid {
+                name,
+                value: v,
+                expected: "a whole number",
+            })
+        };
+        if let Some(v) = get("CLOUDEVENTS_QUEUE_CAPACITY") {
+            c.queue_capacity = number("CLOUDEVENTS_QUEUE_CAPACITY", v)? as usize;
+        }
+        if let Some(v) = get("CLOUDEVENTS_LANES") {
+            c.lanes = number("CLOUDEVENTS_LANES", v)? as usize;
+        }
+        if let Some(v) = get("CLOUDEVENTS_TIMEOUT_MS") {
+            c.request_timeout = Duration::from_millis(number("CLOUDEVENTS_TIMEOUT_MS", v)?);
+        }
+        if let Some(v) = get("CLOUDEVENTS_RETRY_FOR_SECONDS") {
+            c.retry_for = Duration::from_secs(number("CLOUDEVENTS_RETRY_FOR_SECONDS", v)?);
+        }
+        c.validate()?;
+        Ok(Some(c))
+    }
+
+    /// Checks the values: an http(s) URL, a non-empty source, positive sizes and timeout.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let url = reqwest::Url::parse(&self.sink_url).map_err(|e| ConfigError::Url {
+            url: self.sink_url.clone(),
+            reason: e.to_string(),
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(ConfigError::Url {
+                url: self.sink_url.clone(),
+                reason: format!("scheme {:?} is not http or https", url.scheme()),
+            });
+        }
+        let invalid = |name, value: String, expected| {
+            Err(ConfigError::Invalid {
+                name,
+                value,
+                expected,
+            })
+        };
+        if self.source.trim().is_empty() {
+            return invalid(
+                "CLOUDEVENTS_SOURCE",
+                self.source.clone(),
+                "a non-empty URI reference",
+            );
+        }
+        if self.queue_capacity == 0 {
+            return invalid("CLOUDEVENTS_QUEUE_CAPACITY", "0".into(), "at least 1");
+        }
+        if self.lanes == 0 {
+            return invalid("CLOUDEVENTS_LANES", "0".into(), "at least 1");
+        }
+        if self.request_timeout.is_zero() {
+            return invalid("CLOUDEVENTS_TIMEOUT_MS", "0".into(), "at least 1");
+        }
+        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+            return invalid(
+                "backoff",
+                format!("{:?}", self.backoff),
+                "initial > 0 and max >= initial",
+            );
+        }
+        Ok(())
+    }
+}
+
+/// A configuration value that cannot work.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// The sink URL does not parse or is not http(s).
+    #[error("CLOUDEVENTS_SINK_URL {url:?} is not a usable URL: {reason}")]
+    Url {
+        /// The URL given.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// Another value is out of range.
+    #[error("{name} = {value:?} is invalid: expected {expected}")]
+    Invalid {
+        /// Setting name.
+        name: &'static str,
+        /// Value given.
+        value: String,
+        /// What would be valid.
+        expected: &'static str,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn env_unset_means_no_sink_and_values_are_read() {
+        assert_eq!(CloudEventsConfig::from_lookup(lookup(&[])), Ok(None));
+        assert_eq!(
+            CloudEventsConfig::from_lookup(lookup(&[("CLOUDEVENTS_SINK_URL", " ")])),
+            Ok(None)
+        );
+        let c = CloudEventsConfig::from_lookup(lookup(&[
+            ("CLOUDEVENTS_SINK_URL", "http://127.0.0.1:18080/"),
+            ("CLOUDEVENTS_SOURCE", "ccm-eu"),
+            ("CLOUDEVENTS_MODE", "Structured"),
+            ("CLOUDEVENTS_QUEUE_CAPACITY", "10"),
+            ("CLOUDEVENTS_TIMEOUT_MS", "250"),
+        ]))
+        .unwrap()
+        .unwrap();
+        assert_eq!(c.source, "ccm-eu");
+        assert_eq!(c.mode, ContentMode::Structured);
+        assert_eq!(c.queue_capacity, 10);
+        assert_eq!(c.request_timeout, Duration::from_millis(250));
+        assert_eq!(c.lanes, 4);
+    }
+
+    #[test]
+    fn bad_values_are_named() {
+        let e = CloudEventsConfig::from_lookup(lookup(&[
+            ("CLOUDEVENTS_SINK_URL", "http://x/"),
+            ("CLOUDEVENTS_QUEUE_CAPACITY", "lots"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("CLOUDEVENTS_QUEUE_CAPACITY"), "{e}");
+        assert!(e.to_string().contains("lots"), "{e}");
+        let e = CloudEventsConfig::from_lookup(lookup(&[("CLOUDEVENTS_SINK_URL", "ftp://x/")]))
+            .unwrap_err();
+        assert!(e.to_string().contains("ftp"), "{e}");
+        let e = CloudEventsConfig::from_lookup(lookup(&[
+            ("CLOUDEVENTS_SINK_URL", "http://x/"),
+            ("CLOUDEVENTS_MODE", "batch"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("binary or structured"), "{e}");
+        let e = CloudEventsConfig::from_lookup(lookup(&[
+            ("CLOUDEVENTS_SINK_URL", "http://x/"),
+            ("CLOUDEVENTS_LANES", "0"),
+        ]))
+        .unwrap_err();
+        assert!(e.to_string().contains("CLOUDEVENTS_LANES"), "{e}");
+    }
+
+    #[test]
+    fn backoff_grows_exponentially_within_jitter_bounds() {
+        let b = Backoff {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(2),
+        };
+        assert_eq!(b.ceiling(1), Duration::from_millis(100));
+        assert_eq!(b.ceiling(2), Duration::from_millis(200));
+        assert_eq!(b.ceiling(4), Duration::from_millis(800));
+        assert_eq!(b.ceiling(6), Duration::from_secs(2), "capped");
+        assert_eq!(b.ceiling(u32::MAX), Duration::from_secs(2), "no overflow");
+        assert_eq!(b.delay_with(3, 0.0), Duration::from_millis(200));
+        assert_eq!(b.delay_with(3, 1.0), Duration::from_millis(400));
+        let draws: Vec<Duration> = (0..200).map(|_| b.delay(3)).collect();
+        assert!(draws
+            .iter()
+            .all(|d| *d >= Duration::from_millis(200) && *d <= Duration::from_millis(400)));
+        let distinct: std::collections::BTreeSet<_> = draws.iter().collect();
+        assert!(
+            distinct.len() > 50,
+            "jitter spreads delays: {}",
+            distinct.len()
+        );
+    }
+}
