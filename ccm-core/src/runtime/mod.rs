@@ -1,1 +1,67 @@
 //! The reconcile loops (scheduler, controller) and the leadership that gates them.
+//!
+//! * [`Scheduler`] binds due PENDING sessions to RUNNING workers: session state, worker
+//!   allocation and ports in one transaction guarded by the revisions read and the leader fence.
+//! * [`Controller`] applies the provider's worker state changes, requeues the sessions of lost
+//!   workers and scales the fleet (launch, cancel drain, drain, stop).
+//! * Each loop runs only while this process leads its election ([`LeaderHandle`],
+//!   [`Campaigner`]): keep-alive every TTL/3, writes stop at once when leadership is lost.
+//! * [`Runtime`] wires the stores, the clock and the provider; its loops run on any
+//!   [`crate::store::Clock`], and a pass can be called directly ([`Runtime::step`]) so a
+//!   virtual clock drives a whole day in seconds.
+//!
+//! The key layout is documented in [`keys`].
+
+mod bind;
+mod builder;
+pub mod codec;
+mod context;
+mod controller;
+pub mod keys;
+mod leadership;
+mod metrics;
+mod policy;
+mod scheduler;
+mod settings;
+pub mod snapshot;
+
+pub use builder::{LoopLeadership, Runtime, RuntimeBuilder, RuntimeHandle, StepReport};
+pub use controller::{Controller, ControllerReport};
+pub use keys::KeyLayout;
+pub use leadership::{Campaigner, LeaderHandle};
+pub use metrics::{Metrics, MetricsSnapshot};
+pub use policy::ScalingAction;
+pub use scheduler::{Binding, Scheduler, SchedulerReport};
+pub use settings::RuntimeSettings;
+pub use snapshot::{StateSnapshot, Versioned};
+
+/// The scheduler's election name.
+pub const SCHEDULER: &str = "scheduler";
+/// The controller's election name.
+pub const CONTROLLER: &str = "controller";
+
+/// Errors of the loops.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum RuntimeError {
+    /// This process does not lead the loop (or the fence refused its write): nothing written.
+    #[error("not the leader of {election}: write refused")]
+    NotLeader {
+        /// Election name.
+        election: String,
+    },
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    /// The spec store failed.
+    #[error(transparent)]
+    Spec(#[from] crate::store::SpecError),
+    /// The worker provider failed.
+    #[error(transparent)]
+    Provider(#[from] crate::store::ProviderError),
+    /// A state machine refused a transition.
+    #[error(transparent)]
+    Transition(#[from] crate::transition::InvalidTransition),
+    /// The runtime was built wrong (names what is missing or invalid).
+    #[error("runtime configuration: {0}")]
+    Config(String),
+}

@@ -1,0 +1,675 @@
+//! The controller loop: applies the provider's worker state changes, requeues the sessions of
+//! lost workers and carries out the scaling actions through the [`WorkerProvider`] and the
+//! state store (every write fenced).
+
+use super::codec;
+use super::context::{Commit, Ctx, Write};
+use super::leadership::{shutdown_requested, LeaderHandle};
+use super::policy::{self, ScalingAction};
+use super::snapshot::{self, StateSnapshot};
+use super::RuntimeError;
+use crate::placement::filter::{template_ami_name, template_cml_version};
+use crate::session::SessionState;
+use crate::store::{Fence, LaunchRequest, ProviderError, ProviderEvent, WorkerProvider};
+use crate::timeslot::Timestamp;
+use crate::transition::StateMachine;
+use crate::worker::{Worker, WorkerState};
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// What one controller pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControllerReport {
+    /// Provider state changes applied: (worker, new state).
+    pub applied: Vec<(String, WorkerState)>,
+    /// Workers found lost (FAILED, TERMINATED unexpectedly, or missing).
+    pub lost_workers: Vec<String>,
+    /// Sessions sent back to PENDING.
+    pub requeued: Vec<String>,
+    /// Sessions terminated (their lab was on a lost worker, or a drain timed out).
+    pub terminated: Vec<String>,
+    /// Scaling actions carried out.
+    pub actions: Vec<ScalingAction>,
+    /// Actions that failed: (worker, why).
+    pub failed: Vec<(String, String)>,
+}
+
+/// The controller: one pass is [`Controller::reconcile_once`]; [`Controller::run`] repeats it
+/// every `controller_interval` while this process leads.
+pub struct Controller {
+    ctx: Arc<Ctx>,
+    leader: LeaderHandle,
+    provider: Arc<dyn WorkerProvider>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("leader", &self.leader.is_leader())
+            .finish()
+    }
+}
+
+/// Shortest way from `from` to `to` in the worker table (through UNKNOWN only when there is no
+/// other way); the steps after `from`.
+pub(crate) fn path(from: WorkerState, to: WorkerState) -> Option<Vec<WorkerState>> {
+    for allow_unknown in [false, true] {
+        let mut prev: BTreeMap<WorkerState, WorkerState> = BTreeMap::new();
+        let mut q = VecDeque::from([from]);
+        while let Some(s) = q.pop_front() {
+            if s == to {
+                let mut steps = vec![to];
+                let mut cur = to;
+                while let Some(p) = prev.get(&cur) {
+                    if *p == from {
+                        break;
+                    }
+                    steps.push(*p);
+                    cur = *p;
+                }
+                steps.reverse();
+                return Some(steps);
+            }
+            for n in s.next_states() {
+                if (*n == WorkerState::Unknown && !allow_unknown && to != WorkerState::Unknown)
+                    || *n == from
+                    || prev.contains_key(n)
+                {
+                    continue;
+                }
+                prev.insert(*n, s);
+                q.push_back(*n);
+            }
+        }
+    }
+    None
+}
+
+fn worker_event_type(s: WorkerState) -> Option<&'static str> {
+    Some(match s {
+        WorkerState::Pending => "ccm.worker.pending",
+        WorkerState::Provisioning => "ccm.worker.provisioning",
+        WorkerState::Running => "ccm.worker.running",
+        WorkerState::Draining => "ccm.worker.draining",
+        WorkerState::Stopping => "ccm.worker.stopping",
+        WorkerState::Stopped => "ccm.worker.stopped",
+        WorkerState::Terminated => "ccm.worker.terminated",
+        _ => return None,
+    })
+}
+
+fn is_lost_state(s: WorkerState) -> bool {
+    matches!(
+        s,
+        WorkerState::Failed
+            | WorkerState::Terminating
+            | WorkerState::Terminated
+            | WorkerState::Stopping
+            | WorkerState::Stopped
+    )
+}
+
+impl Controller {
+    pub(crate) fn new(
+        ctx: Arc<Ctx>,
+        leader: LeaderHandle,
+        provider: Arc<dyn WorkerProvider>,
+    ) -> Self {
+        Controller {
+            ctx,
+            leader,
+            provider,
+        }
+    }
+
+    /// The leadership this loop runs under.
+    pub fn leader(&self) -> &LeaderHandle {
+        &self.leader
+    }
+
+    fn fence(&self) -> Result<Fence, RuntimeError> {
+        self.leader.fence().ok_or_else(|| RuntimeError::NotLeader {
+            election: self.leader.election().to_string(),
+        })
+    }
+
+    /// One pass at `now`: provider events, lost workers, scaling.
+    pub async fn reconcile_once(&self, now: Timestamp) -> Result<ControllerReport, RuntimeError> {
+        let fence = self.fence()?;
+        let started = std::time::Instant::now();
+        let r = self.pass(&fence, now).await;
+        if let Err(RuntimeError::NotLeader { .. }) = &r {
+            self.leader.lost(&fence);
+        }
+        self.ctx.metrics.controller_pass(started.elapsed());
+        r
+    }
+
+    async fn pass(&self, fence: &Fence, now: Timestamp) -> Result<ControllerReport, RuntimeError> {
+        let mut report = ControllerReport::default();
+        for ev in self.provider.poll_events().await {
+            self.apply_event(fence, &ev, &mut report).await?;
+        }
+        let mut snap = snapshot::load(&self.ctx).await?;
+        if self.requeue_lost(fence, &snap, now, &mut report).await? {
+            snap = snapshot::load(&self.ctx).await?;
+        }
+        let templates = self.ctx.spec.list_templates().await?;
+        for action in policy::decide(now, &snap, &templates, &self.ctx.settings) {
+            match self
+                .execute(fence, &snap, &templates, &action, now, &mut report)
+                .await
+            {
+                Ok(true) => report.actions.push(action),
+                Ok(false) => {}
+                Err(e @ RuntimeError::NotLeader { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(worker = %action.worker_id(), error = %e, "scaling action failed");
+                    report
+                        .failed
+                        .push((action.worker_id().to_string(), e.to_string()));
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Reads a worker, lets `f` change it, writes it back guarded by its revision (retries on
+    /// conflict). `f` returns false to leave it alone. `None` when the worker is unknown.
+    async fn update_worker<F>(
+        &self,
+        fence: &Fence,
+        id: &str,
+        mut f: F,
+    ) -> Result<Option<(Worker, Worker)>, RuntimeError>
+    where
+        F: FnMut(&mut Worker) -> Result<bool, RuntimeError>,
+    {
+        let key = self.ctx.keys.worker(id);
+        for _ in 0..5 {
+            let Some(kv) = self.ctx.state.get(&key).await? else {
+                return Ok(None);
+            };
+            let before: Worker = codec::decode(&key, &kv.value)?;
+            let mut w = before.clone();
+            if !f(&mut w)? {
+                return Ok(Some((before, w)));
+            }
+            let write = Write {
+                value: Some(codec::encode(&key, &w)?),
+                key: key.clone(),
+                expect: kv.mod_revision,
+            };
+            if let Commit::Done(_) = self.ctx.commit(fence, vec![write]).await? {
+                return Ok(Some((before, w)));
+            }
+        }
+        Err(RuntimeError::Config(format!(
+            "worker {id}: gave up after repeated write conflicts"
+        )))
+    }
+
+    async fn apply_event(
+        &self,
+        fence: &Fence,
+        ev: &ProviderEvent,
+        report: &mut ControllerReport,
+    ) -> Result<(), RuntimeError> {
+        let target = ev.state;
+        let res = self
+            .update_worker(fence, &ev.worker_id, |w| {
+                let mut changed = false;
+                if w.provider_id.as_deref() != Some(ev.provider_id.as_str()) {
+                    w.provider_id = Some(ev.provider_id.clone());
+                    changed = true;
+                }
+                if w.state == target {
+                    return Ok(changed);
+                }
+                let Some(steps) = path(w.state, target) else {
+                    tracing::warn!(worker = %w.id, from = %w.state, to = %target, "provider reported a state the worker cannot reach; ignored");
+                    return Ok(changed);
+                };
+                for s in steps {
+                    w.transition(s)?;
+                }
+                match target {
+                    WorkerState::Running => {
+                        w.ready_at = Some(ev.at);
+                        w.last_activity_at = Some(ev.at);
+                        w.drain_started_at = None;
+                    }
+                    WorkerState::Stopped | WorkerState::Terminated => w.drain_started_at = None,
+                    _ => {}
+                }
+                Ok(true)
+            })
+            .await?;
+        let Some((before, after)) = res else {
+            tracing::warn!(worker = %ev.worker_id, state = %ev.state, "provider event for an unknown worker");
+            return Ok(());
+        };
+        if before.state == after.state {
+            return Ok(());
+        }
+        report.applied.push((after.id.clone(), after.state));
+        let data = serde_json::json!({
+            "worker_id": after.id, "template": after.template, "region": after.region,
+            "provider_id": after.provider_id, "from": before.state, "to": after.state,
+        });
+        if let Some(t) = worker_event_type(after.state) {
+            self.ctx.emit(t, &after.id, ev.at, data.clone()).await;
+        }
+        match after.state {
+            WorkerState::Running if before.state.is_coming_up() => {
+                self.ctx
+                    .emit("ccm.scaling.up.completed", &after.id, ev.at, data)
+                    .await;
+            }
+            WorkerState::Stopped => {
+                self.ctx
+                    .emit("ccm.scaling.down.completed", &after.id, ev.at, data)
+                    .await;
+            }
+            WorkerState::Failed => {
+                self.ctx.metrics.worker_lost();
+                report.lost_workers.push(after.id.clone());
+            }
+            WorkerState::Terminated if before.state != WorkerState::Terminating => {
+                self.ctx.metrics.worker_lost();
+                report.lost_workers.push(after.id.clone());
+            }
+            WorkerState::Terminated => {
+                self.ctx
+                    .emit("ccm.scaling.down.completed", &after.id, ev.at, data)
+                    .await;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Sessions holding capacity on a worker that is gone, failed or stopped: SCHEDULED ones go
+    /// back to PENDING, later ones are TERMINATED (their lab went with the worker). Returns
+    /// whether anything was written.
+    async fn requeue_lost(
+        &self,
+        fence: &Fence,
+        snap: &StateSnapshot,
+        now: Timestamp,
+        report: &mut ControllerReport,
+    ) -> Result<bool, RuntimeError> {
+        let mut by_worker: BTreeMap<
+            String,
+            Vec<&crate::runtime::Versioned<crate::session::LabletSession>>,
+        > = BTreeMap::new();
+        for s in snap.sessions.values() {
+            if !s.value.holds_capacity() {
+                continue;
+            }
+            let Some(wid) = &s.value.worker_id else {
+                continue;
+            };
+            let lost = snap
+                .workers
+                .get(wid)
+                .is_none_or(|w| is_lost_state(w.value.state));
+            if lost {
+                by_worker.entry(wid.clone()).or_default().push(s);
+            }
+        }
+        let mut wrote = false;
+        let max = self.ctx.settings.max_txn_ops.max(3);
+        for (wid, sessions) in by_worker {
+            for chunk in sessions.chunks(max - 2) {
+                let mut writes = Vec::new();
+                let mut requeued = Vec::new();
+                let mut terminated = Vec::new();
+                let mut worker = snap.workers.get(&wid).cloned();
+                for s in chunk {
+                    let mut v = s.value.clone();
+                    let state = worker
+                        .as_ref()
+                        .map_or("missing".to_string(), |w| w.value.state.to_string());
+                    let reason = format!("worker {wid} lost ({state})");
+                    if v.state == SessionState::Scheduled {
+                        v.transition(SessionState::Pending, now, reason)?;
+                        requeued.push(v.id.clone());
+                    } else {
+                        v.transition(SessionState::Terminated, now, reason)?;
+                        terminated.push(v.id.clone());
+                    }
+                    v.worker_id = None;
+                    v.allocated_ports.clear();
+                    if let Some(w) = worker.as_mut() {
+                        w.value.ports.release(&v.id);
+                    }
+                    let key = self.ctx.keys.session(&v.id);
+                    writes.push(Write {
+                        value: Some(codec::encode(&key, &v)?),
+                        key,
+                        expect: s.mod_revision,
+                    });
+                }
+                if let Some(w) = worker.as_mut() {
+                    // Recompute the worker's load from the sessions that stay on it.
+                    let ids: Vec<&str> = chunk.iter().map(|s| s.value.id.as_str()).collect();
+                    w.value.allocated = snap
+                        .sessions_on(&wid)
+                        .filter(|s| !ids.contains(&s.value.id.as_str()))
+                        .filter_map(|s| snap.definitions.get(&s.value.definition_id))
+                        .fold(crate::resources::Load::default(), |a, d| {
+                            a.saturating_add(&crate::resources::Load::new(
+                                d.resource_requirements,
+                                d.node_count,
+                            ))
+                        });
+                    let key = self.ctx.keys.worker(&wid);
+                    writes.push(Write {
+                        value: Some(codec::encode(&key, &w.value)?),
+                        key,
+                        expect: w.mod_revision,
+                    });
+                }
+                match self.ctx.commit(fence, writes).await? {
+                    Commit::Conflict => return Ok(true), // re-read next pass
+                    Commit::Done(_) => {
+                        wrote = true;
+                        self.ctx.metrics.requeued(requeued.len() as u64);
+                        for id in &requeued {
+                            self.ctx
+                                .emit("ccm.lablet.session.pending", id, now, serde_json::json!({"session_id": id, "reason": format!("worker {wid} lost")}))
+                                .await;
+                        }
+                        for id in &terminated {
+                            self.ctx
+                                .emit("ccm.lablet.session.terminated", id, now, serde_json::json!({"session_id": id, "reason": format!("worker {wid} lost")}))
+                                .await;
+                        }
+                        report.requeued.extend(requeued);
+                        report.terminated.extend(terminated);
+                    }
+                }
+                // A chunk changed the worker's revision: the next chunk re-reads next pass.
+                if worker.is_some() {
+                    break;
+                }
+            }
+        }
+        Ok(wrote)
+    }
+
+    /// Carries out one action; false when there was nothing to do.
+    async fn execute(
+        &self,
+        fence: &Fence,
+        snap: &StateSnapshot,
+        templates: &[crate::template::WorkerTemplate],
+        action: &ScalingAction,
+        now: Timestamp,
+        report: &mut ControllerReport,
+    ) -> Result<bool, RuntimeError> {
+        let ctx = &self.ctx;
+        match action {
+            ScalingAction::Launch {
+                worker_id,
+                template,
+                region,
+                node_definitions,
+                reason,
+            } => {
+                let Some(t) = templates.iter().find(|t| &t.name == template) else {
+                    return Err(RuntimeError::Config(format!(
+                        "template {template} vanished"
+                    )));
+                };
+                let mut w = Worker::from_template(
+                    worker_id.clone(),
+                    t,
+                    region.clone(),
+                    WorkerState::Pending,
+                    template_cml_version(t),
+                    template_ami_name(t),
+                );
+                w.node_definitions = node_definitions.clone();
+                w.launched_at = Some(now);
+                let key = ctx.keys.worker(worker_id);
+                let write = Write {
+                    value: Some(codec::encode(&key, &w)?),
+                    key: key.clone(),
+                    expect: 0,
+                };
+                let Commit::Done(rev) = ctx.commit(fence, vec![write]).await? else {
+                    return Ok(false);
+                };
+                let data = serde_json::json!({"worker_id": worker_id, "template": template, "region": region, "count": 1, "reason": reason});
+                ctx.emit("ccm.scaling.up.requested", worker_id, now, data.clone())
+                    .await;
+                let req = LaunchRequest {
+                    worker_id: worker_id.clone(),
+                    template: t.clone(),
+                    region: region.clone(),
+                };
+                match self.provider.launch(req).await {
+                    Ok(pid) => {
+                        ctx.metrics.launched();
+                        ctx.emit("ccm.worker.pending", worker_id, now, data).await;
+                        self.update_worker(fence, worker_id, |w| {
+                            let changed = w.provider_id.is_none();
+                            if changed {
+                                w.provider_id = Some(pid.clone());
+                            }
+                            Ok(changed)
+                        })
+                        .await?;
+                        Ok(true)
+                    }
+                    Err(e) => {
+                        ctx.metrics.launch_failed();
+                        // Forget the record so the next pass can try again.
+                        let write = Write {
+                            key,
+                            value: None,
+                            expect: rev,
+                        };
+                        ctx.commit(fence, vec![write]).await?;
+                        Err(e.into())
+                    }
+                }
+            }
+            ScalingAction::Start { worker_id, .. } => {
+                self.provider.start(worker_id).await?;
+                self.transition_worker(fence, worker_id, WorkerState::Starting, now)
+                    .await
+            }
+            ScalingAction::CancelDrain { worker_id, .. } => {
+                self.transition_worker(fence, worker_id, WorkerState::Running, now)
+                    .await
+            }
+            ScalingAction::Drain { worker_id, reason } => {
+                let done = self
+                    .transition_worker(fence, worker_id, WorkerState::Draining, now)
+                    .await?;
+                if done {
+                    ctx.metrics.drained();
+                    ctx.emit(
+                        "ccm.scaling.down.requested",
+                        worker_id,
+                        now,
+                        serde_json::json!({"worker_id": worker_id, "count": 1, "reason": reason}),
+                    )
+                    .await;
+                }
+                Ok(done)
+            }
+            ScalingAction::Stop {
+                worker_id,
+                force,
+                reason,
+            } => {
+                if *force {
+                    self.terminate_sessions(fence, snap, worker_id, now, reason, report)
+                        .await?;
+                }
+                self.provider.stop(worker_id).await?;
+                ctx.metrics.stopped();
+                self.transition_worker(fence, worker_id, WorkerState::Stopping, now)
+                    .await
+            }
+            ScalingAction::Terminate { worker_id, .. } => {
+                match self.provider.terminate(worker_id).await {
+                    Ok(()) => {
+                        self.transition_worker(fence, worker_id, WorkerState::Terminating, now)
+                            .await
+                    }
+                    Err(ProviderError::NotFound(_)) => {
+                        // Never reached the cloud: nothing to delete there.
+                        self.transition_worker(fence, worker_id, WorkerState::Terminated, now)
+                            .await
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+        }
+    }
+
+    async fn transition_worker(
+        &self,
+        fence: &Fence,
+        id: &str,
+        to: WorkerState,
+        now: Timestamp,
+    ) -> Result<bool, RuntimeError> {
+        let res = self
+            .update_worker(fence, id, |w| {
+                if w.state == to {
+                    return Ok(false);
+                }
+                let steps = path(w.state, to).ok_or_else(|| {
+                    RuntimeError::Transition(w.state.transition(to).err().unwrap_or_else(|| {
+                        crate::transition::InvalidTransition {
+                            entity: "worker",
+                            from: w.state.to_string(),
+                            to: to.to_string(),
+                            allowed: Vec::new(),
+                        }
+                    }))
+                })?;
+                for s in steps {
+                    w.transition(s)?;
+                }
+                match to {
+                    WorkerState::Draining => w.drain_started_at = Some(now),
+                    WorkerState::Running => w.drain_started_at = None,
+                    _ => {}
+                }
+                Ok(true)
+            })
+            .await?;
+        let Some((before, after)) = res else {
+            return Ok(false);
+        };
+        if before.state == after.state {
+            return Ok(false);
+        }
+        if let Some(t) = worker_event_type(after.state) {
+            self.ctx
+                .emit(t, id, now, serde_json::json!({"worker_id": id, "template": after.template, "region": after.region, "provider_id": after.provider_id, "from": before.state, "to": after.state}))
+                .await;
+        }
+        Ok(true)
+    }
+
+    async fn terminate_sessions(
+        &self,
+        fence: &Fence,
+        snap: &StateSnapshot,
+        worker_id: &str,
+        now: Timestamp,
+        reason: &str,
+        report: &mut ControllerReport,
+    ) -> Result<(), RuntimeError> {
+        let max = self.ctx.settings.max_txn_ops.max(2);
+        let sessions: Vec<_> = snap.sessions_on(worker_id).collect();
+        for chunk in sessions.chunks(max - 1) {
+            let mut writes = Vec::new();
+            for s in chunk {
+                let mut v = s.value.clone();
+                v.transition(SessionState::Terminated, now, reason)?;
+                let key = self.ctx.keys.session(&v.id);
+                writes.push(Write {
+                    value: Some(codec::encode(&key, &v)?),
+                    key,
+                    expect: s.mod_revision,
+                });
+            }
+            if let Commit::Done(_) = self.ctx.commit(fence, writes).await? {
+                for s in chunk {
+                    report.terminated.push(s.value.id.clone());
+                    self.ctx
+                        .emit(
+                            "ccm.lablet.session.terminated",
+                            &s.value.id,
+                            now,
+                            serde_json::json!({"session_id": s.value.id, "reason": reason}),
+                        )
+                        .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Repeats [`Controller::reconcile_once`] every `controller_interval` while this process
+    /// leads, until `shutdown` turns true.
+    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
+        let ctx = &self.ctx;
+        let interval = chrono::Duration::from_std(ctx.settings.controller_interval)
+            .unwrap_or_else(|_| chrono::Duration::seconds(30));
+        let mut leader_rx = self.leader.subscribe();
+        loop {
+            if self.leader.fence().is_some() {
+                match self.reconcile_once(ctx.clock.now()).await {
+                    Ok(_) | Err(RuntimeError::NotLeader { .. }) => {}
+                    Err(e) => tracing::warn!(error = %e, "controller pass failed"),
+                }
+                let next = ctx.clock.now() + interval;
+                tokio::select! {
+                    _ = shutdown_requested(&mut shutdown) => return,
+                    _ = ctx.clock.sleep_until(next) => {}
+                    r = leader_rx.changed() => if r.is_err() { return },
+                }
+            } else {
+                tokio::select! {
+                    _ = shutdown_requested(&mut shutdown) => return,
+                    r = leader_rx.changed() => if r.is_err() { return },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use WorkerState as W;
+
+    #[test]
+    fn paths_follow_the_table() {
+        assert_eq!(
+            path(W::Pending, W::Running),
+            Some(vec![W::Provisioning, W::Starting, W::Running])
+        );
+        assert_eq!(
+            path(W::Running, W::Stopped),
+            Some(vec![W::Draining, W::Stopping, W::Stopped])
+        );
+        assert_eq!(path(W::Running, W::Failed), Some(vec![W::Failed]));
+        assert_eq!(path(W::Terminated, W::Running), None);
+        assert_eq!(
+            path(W::Stopped, W::Running),
+            Some(vec![W::Starting, W::Running])
+        );
+    }
+}

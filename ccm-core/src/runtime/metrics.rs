@@ -1,0 +1,251 @@
+//! Counters of the loops, for `/metrics` and the demo report.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Live counters shared by the loops (cheap to update from any task).
+#[derive(Debug, Default)]
+pub struct Metrics {
+    bindings: AtomicU64,
+    expired: AtomicU64,
+    requeued: AtomicU64,
+    conflicts: AtomicU64,
+    fence_rejections: AtomicU64,
+    launches: AtomicU64,
+    launch_failures: AtomicU64,
+    drains: AtomicU64,
+    stops: AtomicU64,
+    workers_lost: AtomicU64,
+    events_dropped: AtomicU64,
+    scheduler_runs: AtomicU64,
+    controller_runs: AtomicU64,
+    scheduler_nanos: AtomicU64,
+    controller_nanos: AtomicU64,
+    scheduler_leader: AtomicBool,
+    controller_leader: AtomicBool,
+    unschedulable: Mutex<BTreeMap<String, u64>>,
+}
+
+/// A copy of every counter at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetricsSnapshot {
+    /// Sessions bound (PENDING → SCHEDULED).
+    pub bindings_total: u64,
+    /// PENDING sessions expired past the grace.
+    pub expired_total: u64,
+    /// Sessions sent back to PENDING because their worker was lost.
+    pub requeued_total: u64,
+    /// Transactions that lost a compare on a session or worker and were retried.
+    pub conflicts_total: u64,
+    /// Writes refused because this process was no longer the leader.
+    pub fence_rejections_total: u64,
+    /// Workers launched.
+    pub launches_total: u64,
+    /// Launches the provider refused.
+    pub launch_failures_total: u64,
+    /// Drains started.
+    pub drains_total: u64,
+    /// Stops requested.
+    pub stops_total: u64,
+    /// Workers lost (FAILED or TERMINATED unexpectedly).
+    pub workers_lost_total: u64,
+    /// Events the sink dropped.
+    pub events_dropped_total: u64,
+    /// Scheduler passes run as leader.
+    pub scheduler_runs: u64,
+    /// Controller passes run as leader.
+    pub controller_runs: u64,
+    /// Wall time of the last scheduler pass.
+    pub scheduler_last_duration: Duration,
+    /// Wall time of the last controller pass.
+    pub controller_last_duration: Duration,
+    /// Whether this process leads the scheduler.
+    pub scheduler_leader: bool,
+    /// Whether this process leads the controller.
+    pub controller_leader: bool,
+    /// Due sessions left unbound in a pass, by the filter that rejected most workers
+    /// (`no_workers` when there was none to try).
+    pub unschedulable_by_reason: BTreeMap<String, u64>,
+}
+
+fn add(c: &AtomicU64, n: u64) {
+    c.fetch_add(n, Ordering::Relaxed);
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+impl Metrics {
+    pub(crate) fn bound(&self, n: u64) {
+        add(&self.bindings, n);
+    }
+    pub(crate) fn expired(&self, n: u64) {
+        add(&self.expired, n);
+    }
+    pub(crate) fn requeued(&self, n: u64) {
+        add(&self.requeued, n);
+    }
+    pub(crate) fn conflict(&self) {
+        add(&self.conflicts, 1);
+    }
+    pub(crate) fn fence_rejected(&self) {
+        add(&self.fence_rejections, 1);
+    }
+    pub(crate) fn launched(&self) {
+        add(&self.launches, 1);
+    }
+    pub(crate) fn launch_failed(&self) {
+        add(&self.launch_failures, 1);
+    }
+    pub(crate) fn drained(&self) {
+        add(&self.drains, 1);
+    }
+    pub(crate) fn stopped(&self) {
+        add(&self.stops, 1);
+    }
+    pub(crate) fn worker_lost(&self) {
+        add(&self.workers_lost, 1);
+    }
+    pub(crate) fn event_dropped(&self) {
+        add(&self.events_dropped, 1);
+    }
+    pub(crate) fn unschedulable(&self, reason: &str) {
+        let mut g = self.unschedulable.lock().unwrap_or_else(|p| p.into_inner());
+        *g.entry(reason.to_string()).or_default() += 1;
+    }
+    pub(crate) fn scheduler_pass(&self, d: Duration) {
+        add(&self.scheduler_runs, 1);
+        self.scheduler_nanos.store(nanos(d), Ordering::Relaxed);
+    }
+    pub(crate) fn controller_pass(&self, d: Duration) {
+        add(&self.controller_runs, 1);
+        self.controller_nanos.store(nanos(d), Ordering::Relaxed);
+    }
+    pub(crate) fn set_leader(&self, election: &str, leading: bool) {
+        let flag = if election == super::CONTROLLER {
+            &self.controller_leader
+        } else {
+            &self.scheduler_leader
+        };
+        flag.store(leading, Ordering::Relaxed);
+    }
+
+    /// A copy of every counter.
+    pub fn snapshot(&self) -> MetricsSnapshot {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        MetricsSnapshot {
+            bindings_total: g(&self.bindings),
+            expired_total: g(&self.expired),
+            requeued_total: g(&self.requeued),
+            conflicts_total: g(&self.conflicts),
+            fence_rejections_total: g(&self.fence_rejections),
+            launches_total: g(&self.launches),
+            launch_failures_total: g(&self.launch_failures),
+            drains_total: g(&self.drains),
+            stops_total: g(&self.stops),
+            workers_lost_total: g(&self.workers_lost),
+            events_dropped_total: g(&self.events_dropped),
+            scheduler_runs: g(&self.scheduler_runs),
+            controller_runs: g(&self.controller_runs),
+            scheduler_last_duration: Duration::from_nanos(g(&self.scheduler_nanos)),
+            controller_last_duration: Duration::from_nanos(g(&self.controller_nanos)),
+            scheduler_leader: self.scheduler_leader.load(Ordering::Relaxed),
+            controller_leader: self.controller_leader.load(Ordering::Relaxed),
+            unschedulable_by_reason: self
+                .unschedulable
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
+
+impl MetricsSnapshot {
+    /// The counters in the Prometheus text exposition format (metric names start with `ccm_`).
+    ///
+    /// ```
+    /// let m = ccm_core::runtime::MetricsSnapshot { bindings_total: 3, ..Default::default() };
+    /// assert!(m.to_prometheus().contains("ccm_bindings_total 3\n"));
+    /// ```
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        let mut counter = |name: &str, help: &str, v: u64| {
+            let _ = write!(
+                out,
+                "# HELP ccm_{name} {help}\n# TYPE ccm_{name} counter\nccm_{name} {v}\n"
+            );
+        };
+        counter(
+            "bindings_total",
+            "Sessions bound to a worker.",
+            self.bindings_total,
+        );
+        counter(
+            "expired_total",
+            "PENDING sessions expired past the grace.",
+            self.expired_total,
+        );
+        counter(
+            "requeued_total",
+            "Sessions requeued after their worker was lost.",
+            self.requeued_total,
+        );
+        counter(
+            "txn_conflicts_total",
+            "Transactions retried after a compare failed.",
+            self.conflicts_total,
+        );
+        counter(
+            "fence_rejections_total",
+            "Writes refused because leadership was lost.",
+            self.fence_rejections_total,
+        );
+        counter("launches_total", "Workers launched.", self.launches_total);
+        counter(
+            "launch_failures_total",
+            "Launches the provider refused.",
+            self.launch_failures_total,
+        );
+        counter("drains_total", "Worker drains started.", self.drains_total);
+        counter("stops_total", "Worker stops requested.", self.stops_total);
+        counter(
+            "workers_lost_total",
+            "Workers lost unexpectedly.",
+            self.workers_lost_total,
+        );
+        counter(
+            "events_dropped_total",
+            "Events the sink dropped.",
+            self.events_dropped_total,
+        );
+        let _ = write!(
+            out,
+            "# HELP ccm_unschedulable_total Due sessions left unbound, by reason.\n# TYPE ccm_unschedulable_total counter\n"
+        );
+        for (reason, n) in &self.unschedulable_by_reason {
+            let _ = writeln!(out, "ccm_unschedulable_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = write!(
+            out,
+            "# HELP ccm_loop_runs_total Reconcile passes run as leader.\n# TYPE ccm_loop_runs_total counter\nccm_loop_runs_total{{loop=\"scheduler\"}} {}\nccm_loop_runs_total{{loop=\"controller\"}} {}\n",
+            self.scheduler_runs, self.controller_runs
+        );
+        let _ = write!(
+            out,
+            "# HELP ccm_loop_last_duration_seconds Wall time of the last pass.\n# TYPE ccm_loop_last_duration_seconds gauge\nccm_loop_last_duration_seconds{{loop=\"scheduler\"}} {}\nccm_loop_last_duration_seconds{{loop=\"controller\"}} {}\n",
+            self.scheduler_last_duration.as_secs_f64(),
+            self.controller_last_duration.as_secs_f64()
+        );
+        let _ = write!(
+            out,
+            "# HELP ccm_is_leader Whether this process leads the loop.\n# TYPE ccm_is_leader gauge\nccm_is_leader{{loop=\"scheduler\"}} {}\nccm_is_leader{{loop=\"controller\"}} {}\n",
+            u8::from(self.scheduler_leader),
+            u8::from(self.controller_leader)
+        );
+        out
+    }
+}

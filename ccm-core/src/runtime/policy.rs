@@ -1,0 +1,366 @@
+//! The controller's scaling rule (used until the time-aware planner drives it): launch the
+//! cheapest fitting template only for due sessions that fit nowhere, counting booting workers,
+//! draining workers (cancel the drain) and stopped workers (start them) as capacity first; drain
+//! idle RUNNING workers after the grace; stop empty draining workers; force-stop after the drain
+//! timeout; terminate failed workers.
+
+use super::bind::Placer;
+use super::settings::RuntimeSettings;
+use super::snapshot::StateSnapshot;
+use crate::placement::filter::{
+    check_static, check_template, template_ami_name, template_cml_version, Requirements, StaticView,
+};
+use crate::session::{LabletSession, SessionState};
+use crate::template::WorkerTemplate;
+use crate::timeslot::Timestamp;
+use crate::worker::{Worker, WorkerState};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// One thing the controller does to the fleet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScalingAction {
+    /// Launch a new worker.
+    Launch {
+        /// New worker id.
+        worker_id: String,
+        /// Template name.
+        template: String,
+        /// Region.
+        region: String,
+        /// Node definitions its image is chosen for.
+        node_definitions: BTreeSet<String>,
+        /// Why.
+        reason: String,
+    },
+    /// Start a STOPPED worker.
+    Start {
+        /// Worker id.
+        worker_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Put a DRAINING worker back to RUNNING.
+    CancelDrain {
+        /// Worker id.
+        worker_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Stop accepting sessions on an idle RUNNING worker.
+    Drain {
+        /// Worker id.
+        worker_id: String,
+        /// Why.
+        reason: String,
+    },
+    /// Stop a DRAINING worker (its remaining sessions are terminated when `force`).
+    Stop {
+        /// Worker id.
+        worker_id: String,
+        /// Sessions still on it are terminated (drain timeout).
+        force: bool,
+        /// Why.
+        reason: String,
+    },
+    /// Terminate a FAILED worker.
+    Terminate {
+        /// Worker id.
+        worker_id: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ScalingAction {
+    /// The worker acted on.
+    pub fn worker_id(&self) -> &str {
+        match self {
+            ScalingAction::Launch { worker_id, .. }
+            | ScalingAction::Start { worker_id, .. }
+            | ScalingAction::CancelDrain { worker_id, .. }
+            | ScalingAction::Drain { worker_id, .. }
+            | ScalingAction::Stop { worker_id, .. }
+            | ScalingAction::Terminate { worker_id, .. } => worker_id,
+        }
+    }
+}
+
+/// PENDING sessions due at `now` (not past the expiry grace), in binding order.
+pub(crate) fn due_sessions<'a>(
+    snap: &'a StateSnapshot,
+    now: Timestamp,
+    settings: &RuntimeSettings,
+) -> Vec<&'a LabletSession> {
+    let mut due: Vec<&LabletSession> = snap
+        .sessions
+        .values()
+        .map(|s| &s.value)
+        .filter(|s| s.state == SessionState::Pending)
+        .filter(|s| {
+            s.timeslot.is_none_or(|t| {
+                now >= t.due_at(settings.lead_time) && now <= t.start + settings.pending_grace
+            })
+        })
+        .collect();
+    due.sort_by(|a, b| {
+        let ka = a.timeslot.map_or(a.created_at, |t| t.start);
+        let kb = b.timeslot.map_or(b.created_at, |t| t.start);
+        ka.cmp(&kb).then_with(|| a.id.cmp(&b.id))
+    });
+    due
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Ready,
+    Draining,
+    Stopped,
+    Planned,
+}
+
+fn idle_since(w: &Worker) -> Option<Timestamp> {
+    [w.last_activity_at, w.ready_at, w.launched_at]
+        .into_iter()
+        .flatten()
+        .max()
+}
+
+type Due<'a> = (&'a LabletSession, Requirements);
+
+/// Places each item; returns the ones that fit nowhere.
+fn try_all<'a, 'b>(
+    placer: &mut Placer,
+    used: &mut BTreeSet<usize>,
+    list: Vec<&'b Due<'a>>,
+) -> Vec<&'b Due<'a>> {
+    let mut left = Vec::new();
+    for item in list {
+        let (s, req) = item;
+        match placer.place(req) {
+            Ok(i) if placer.commit(i, &s.id, req).is_ok() => {
+                used.insert(i);
+            }
+            _ => left.push(item),
+        }
+    }
+    left
+}
+
+/// The actions for `snap` at `now`.
+pub(crate) fn decide(
+    now: Timestamp,
+    snap: &StateSnapshot,
+    templates: &[WorkerTemplate],
+    settings: &RuntimeSettings,
+) -> Vec<ScalingAction> {
+    let mut actions = Vec::new();
+    let due = due_sessions(snap, now, settings);
+    let by_name: BTreeMap<&str, &WorkerTemplate> =
+        templates.iter().map(|t| (t.name.as_str(), t)).collect();
+
+    // Tier 1: RUNNING and booting workers (booting ones count as capacity: no double launch).
+    let mut placer = Placer::new(Vec::new());
+    let mut kinds: Vec<(String, Kind)> = Vec::new();
+    let add = |placer: &mut Placer, kinds: &mut Vec<(String, Kind)>, w: &Worker, k: Kind| {
+        let mut c = w.clone();
+        c.state = WorkerState::Running;
+        placer.add(c);
+        kinds.push((w.id.clone(), k));
+    };
+    for w in snap.workers.values().map(|v| &v.value) {
+        if w.state == WorkerState::Running || w.state.is_coming_up() {
+            add(&mut placer, &mut kinds, w, Kind::Ready);
+        }
+    }
+    let reqs: Vec<(&LabletSession, Requirements)> = due
+        .iter()
+        .filter_map(|s| {
+            snap.definitions
+                .get(&s.definition_id)
+                .map(|d| (*s, Requirements::of(d, s.region.as_deref())))
+        })
+        .collect();
+    let mut used: BTreeSet<usize> = BTreeSet::new();
+    let mut unfit: Vec<&(&LabletSession, Requirements)> = Vec::new();
+    unfit.extend(try_all(&mut placer, &mut used, reqs.iter().collect()));
+
+    // Tier 2: cancel drains.  Tier 3: start stopped workers of enabled templates.
+    for (state, kind) in [
+        (WorkerState::Draining, Kind::Draining),
+        (WorkerState::Stopped, Kind::Stopped),
+    ] {
+        if unfit.is_empty() {
+            break;
+        }
+        for w in snap.workers.values().map(|v| &v.value) {
+            let enabled = by_name.get(w.template.as_str()).is_none_or(|t| t.enabled);
+            if w.state == state && enabled {
+                add(&mut placer, &mut kinds, w, kind);
+            }
+        }
+        unfit = try_all(&mut placer, &mut used, unfit);
+    }
+
+    // Tier 4: new workers of the cheapest enabled template that fits.
+    let node_defs: BTreeSet<String> = unfit
+        .iter()
+        .flat_map(|(_, r)| r.node_definitions.iter().cloned())
+        .collect();
+    let mut next_index: BTreeMap<String, u32> = BTreeMap::new();
+    let mut live: BTreeMap<(String, String), u32> = BTreeMap::new();
+    for w in snap.workers.values().map(|v| &v.value) {
+        if let Some(n) =
+            w.id.strip_prefix(&format!("{}-", w.template))
+                .and_then(|n| n.parse::<u32>().ok())
+        {
+            let e = next_index.entry(w.template.clone()).or_insert(0);
+            *e = (*e).max(n);
+        }
+        if !matches!(w.state, WorkerState::Terminated | WorkerState::Stopped) {
+            *live
+                .entry((w.template.clone(), w.region.clone()))
+                .or_default() += 1;
+        }
+    }
+    for (s, req) in unfit {
+        if let Ok(i) = placer.place(req) {
+            if placer.commit(i, &s.id, req).is_ok() {
+                used.insert(i);
+                continue;
+            }
+        }
+        let mut best: Option<(&WorkerTemplate, String)> = None;
+        for t in templates.iter().filter(|t| t.enabled) {
+            let regions: Vec<String> =
+                match s.region.clone().or_else(|| settings.default_region.clone()) {
+                    Some(r) => vec![r],
+                    None => t.regions.clone(),
+                };
+            let Some(region) = regions.into_iter().find(|r| {
+                check_template(t, r, req).is_ok()
+                    && t.max_workers_per_region.is_none_or(|m| {
+                        live.get(&(t.name.clone(), r.clone())).copied().unwrap_or(0) < m
+                    })
+            }) else {
+                continue;
+            };
+            let cheaper = best.as_ref().is_none_or(|(b, _)| {
+                t.cost_per_hour_usd < b.cost_per_hour_usd
+                    || (t.cost_per_hour_usd == b.cost_per_hour_usd && t.name < b.name)
+            });
+            if cheaper {
+                best = Some((t, region));
+            }
+        }
+        let Some((t, region)) = best else {
+            tracing::debug!(session = %s.id, "no enabled template fits");
+            continue;
+        };
+        let n = next_index.entry(t.name.clone()).or_insert(0);
+        *n += 1;
+        let id = format!("{}-{:04}", t.name, n);
+        let mut w = Worker::from_template(
+            id.clone(),
+            t,
+            region.clone(),
+            WorkerState::Running,
+            template_cml_version(t),
+            template_ami_name(t),
+        );
+        w.node_definitions = node_defs.clone();
+        let i = placer.add(w);
+        kinds.push((id.clone(), Kind::Planned));
+        *live.entry((t.name.clone(), region.clone())).or_default() += 1;
+        if placer.commit(i, &s.id, req).is_ok() {
+            used.insert(i);
+        }
+        actions.push(ScalingAction::Launch {
+            worker_id: id,
+            template: t.name.clone(),
+            region,
+            node_definitions: node_defs.clone(),
+            reason: format!("session {} is due and fits no worker", s.id),
+        });
+    }
+    for i in &used {
+        let (id, kind) = &kinds[*i];
+        match kind {
+            Kind::Draining => actions.push(ScalingAction::CancelDrain {
+                worker_id: id.clone(),
+                reason: "due sessions need its capacity".into(),
+            }),
+            Kind::Stopped => actions.push(ScalingAction::Start {
+                worker_id: id.clone(),
+                reason: "due sessions need its capacity".into(),
+            }),
+            Kind::Ready | Kind::Planned => {}
+        }
+    }
+    let wanted: BTreeSet<&str> = used.iter().map(|i| kinds[*i].0.as_str()).collect();
+
+    // Scale down.
+    let soon: Vec<Requirements> = snap
+        .sessions
+        .values()
+        .map(|s| &s.value)
+        .filter(|s| s.state == SessionState::Pending)
+        .filter(|s| {
+            s.timeslot.is_none_or(|t| {
+                t.due_at(settings.lead_time) <= now + settings.scale_down_grace
+                    && now <= t.start + settings.pending_grace
+            })
+        })
+        .filter_map(|s| {
+            snap.definitions
+                .get(&s.definition_id)
+                .map(|d| Requirements::of(d, s.region.as_deref()))
+        })
+        .collect();
+    for w in snap.workers.values().map(|v| &v.value) {
+        if wanted.contains(w.id.as_str()) {
+            continue;
+        }
+        let busy = snap.sessions_on(&w.id).next().is_some();
+        match w.state {
+            WorkerState::Running if !busy => {
+                let idle_long = idle_since(w).is_none_or(|t| now - t >= settings.scale_down_grace);
+                let needed = soon.iter().any(|r| {
+                    check_static(StaticView::of(w), r).is_ok() && r.load.fits_in(&w.capacity)
+                });
+                if idle_long && !needed {
+                    actions.push(ScalingAction::Drain {
+                        worker_id: w.id.clone(),
+                        reason: format!(
+                            "idle for at least {} min and nothing due within the grace",
+                            settings.scale_down_grace.num_minutes()
+                        ),
+                    });
+                }
+            }
+            WorkerState::Draining if !busy => actions.push(ScalingAction::Stop {
+                worker_id: w.id.clone(),
+                force: false,
+                reason: "drained: no session left".into(),
+            }),
+            WorkerState::Draining => {
+                let hours = by_name
+                    .get(w.template.as_str())
+                    .map_or(4.0, |t| t.drain_timeout_hours);
+                let limit = chrono::Duration::seconds((hours * 3600.0) as i64);
+                if w.drain_started_at.is_some_and(|d| now - d >= limit) {
+                    actions.push(ScalingAction::Stop {
+                        worker_id: w.id.clone(),
+                        force: true,
+                        reason: format!("drain timeout of {hours} h passed"),
+                    });
+                }
+            }
+            WorkerState::Failed => actions.push(ScalingAction::Terminate {
+                worker_id: w.id.clone(),
+                reason: "worker failed".into(),
+            }),
+            _ => {}
+        }
+    }
+    actions
+}

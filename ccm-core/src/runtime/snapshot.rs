@@ -1,0 +1,156 @@
+//! Loading the live state in one consistent listing and deriving what each worker holds.
+
+use super::codec;
+use super::context::Ctx;
+use super::RuntimeError;
+use crate::definition::LabletDefinition;
+use crate::ports::PortAllocator;
+use crate::resources::Load;
+use crate::session::LabletSession;
+use crate::store::Revision;
+use crate::worker::Worker;
+use std::collections::BTreeMap;
+
+/// A value read from the store with the revision it was written at.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its key's `mod_revision` (the guard of a later write).
+    pub mod_revision: Revision,
+}
+
+/// Sessions, workers and the definitions they use, read at one store revision.
+#[derive(Debug, Clone, Default)]
+pub struct StateSnapshot {
+    /// Store revision of the listing (watch from `revision + 1`).
+    pub revision: Revision,
+    /// Sessions by id.
+    pub sessions: BTreeMap<String, Versioned<LabletSession>>,
+    /// Workers by id, with `allocated` and `ports` derived from the sessions bound to them.
+    pub workers: BTreeMap<String, Versioned<Worker>>,
+    /// Definitions of the sessions, by id.
+    pub definitions: BTreeMap<String, LabletDefinition>,
+    /// Records that could not be used, each naming the key or session and why.
+    pub problems: Vec<String>,
+}
+
+impl StateSnapshot {
+    /// Capacity-holding sessions bound to `worker`.
+    pub fn sessions_on<'a>(
+        &'a self,
+        worker: &'a str,
+    ) -> impl Iterator<Item = &'a Versioned<LabletSession>> + 'a {
+        self.sessions.values().filter(move |s| {
+            s.value.holds_capacity() && s.value.worker_id.as_deref() == Some(worker)
+        })
+    }
+}
+
+/// Reads everything under the prefix in one listing (one revision) and derives allocations.
+pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
+    let root = format!("{}/", ctx.keys.prefix());
+    let list = ctx.state.list(&root).await?;
+    let mut snap = StateSnapshot {
+        revision: list.revision,
+        ..Default::default()
+    };
+    let (sp, wp, dp) = (
+        ctx.keys.sessions(),
+        ctx.keys.workers(),
+        ctx.keys.definitions(),
+    );
+    for kv in list.kvs {
+        if kv.key.starts_with(&sp) {
+            match codec::decode::<LabletSession>(&kv.key, &kv.value) {
+                Ok(s) => {
+                    snap.sessions.insert(
+                        s.id.clone(),
+                        Versioned {
+                            value: s,
+                            mod_revision: kv.mod_revision,
+                        },
+                    );
+                }
+                Err(e) => snap.problems.push(e.to_string()),
+            }
+        } else if kv.key.starts_with(&wp) {
+            match codec::decode::<Worker>(&kv.key, &kv.value) {
+                Ok(w) => {
+                    snap.workers.insert(
+                        w.id.clone(),
+                        Versioned {
+                            value: w,
+                            mod_revision: kv.mod_revision,
+                        },
+                    );
+                }
+                Err(e) => snap.problems.push(e.to_string()),
+            }
+        } else if kv.key.starts_with(&dp) {
+            match codec::decode::<LabletDefinition>(&kv.key, &kv.value) {
+                Ok(d) => {
+                    ctx.remember(d.clone());
+                    snap.definitions.insert(d.id.clone(), d);
+                }
+                Err(e) => snap.problems.push(e.to_string()),
+            }
+        }
+    }
+    let wanted: Vec<String> = snap
+        .sessions
+        .values()
+        .filter(|s| !s.value.state.is_final())
+        .map(|s| s.value.definition_id.clone())
+        .filter(|id| !snap.definitions.contains_key(id))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    for id in wanted {
+        match ctx.definition(&id).await? {
+            Some(d) => {
+                snap.definitions.insert(id, d);
+            }
+            None => snap.problems.push(format!("definition {id} not found")),
+        }
+    }
+    derive(&mut snap);
+    for p in &snap.problems {
+        tracing::warn!(problem = %p, "state record skipped");
+    }
+    Ok(snap)
+}
+
+/// Recomputes every worker's `allocated` and port table from its capacity-holding sessions
+/// (sessions are the source of truth). A session whose ports clash is reported, not counted twice.
+pub(crate) fn derive(snap: &mut StateSnapshot) {
+    for w in snap.workers.values_mut() {
+        w.value.allocated = Load::default();
+        w.value.ports = PortAllocator::new(w.value.ports.range());
+    }
+    for s in snap.sessions.values() {
+        let s = &s.value;
+        if !s.holds_capacity() {
+            continue;
+        }
+        let Some(wid) = &s.worker_id else { continue };
+        let Some(w) = snap.workers.get_mut(wid) else {
+            continue; // the controller requeues sessions of unknown workers
+        };
+        let Some(def) = snap.definitions.get(&s.definition_id) else {
+            snap.problems.push(format!(
+                "session {}: definition {} unknown, its load on {wid} is not counted",
+                s.id, s.definition_id
+            ));
+            continue;
+        };
+        let w = &mut w.value;
+        w.allocated = w
+            .allocated
+            .saturating_add(&Load::new(def.resource_requirements, def.node_count));
+        if let Err(e) = w.ports.restore(&s.id, &s.allocated_ports) {
+            snap.problems
+                .push(format!("session {} on {wid}: {e}", s.id));
+        }
+    }
+}

@@ -1,0 +1,206 @@
+//! Shared set-up of the runtime tests: in-memory stores on one virtual clock.
+#![allow(dead_code)]
+
+use ccm_core::definition::{LabletDefinition, PortTemplate, Protocol};
+use ccm_core::memory::events::RecordingSink;
+use ccm_core::memory::provider::SimulatedProvider;
+use ccm_core::memory::spec::MemorySpecStore;
+use ccm_core::memory::state::MemoryStateStore;
+use ccm_core::resources::Resources;
+use ccm_core::runtime::{KeyLayout, Runtime, RuntimeSettings};
+use ccm_core::session::LabletSession;
+use ccm_core::store::elector::StoreElector;
+use ccm_core::store::{SpecStore, StateStore, VirtualClock};
+use ccm_core::template::{parse_templates, WorkerTemplate};
+use ccm_core::timeslot::{Timeslot, Timestamp};
+use ccm_core::worker::{Worker, WorkerState};
+use chrono::{Duration, TimeZone, Utc};
+use std::sync::Arc;
+
+pub fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 5, 4, 7, 0, 0).unwrap()
+}
+
+pub fn templates() -> Vec<WorkerTemplate> {
+    parse_templates(
+        include_str!("../../../config/worker-templates.yaml"),
+        "seed",
+    )
+    .unwrap()
+}
+
+/// 4 cores, 16 GB, 20 GB, 2 nodes, ports ssh + vnc: 10 fit a personal-standard worker (nodes 20/2).
+pub fn definition() -> LabletDefinition {
+    LabletDefinition {
+        id: "def-ccna".into(),
+        name: "ccna-lab".into(),
+        version: semver::Version::new(1, 0, 0),
+        lab_artifact_uri: String::new(),
+        lab_yaml_hash: String::new(),
+        resource_requirements: Resources {
+            cpu_cores: 4,
+            memory_gb: 16,
+            storage_gb: 20,
+        },
+        node_count: 2,
+        license_affinity: vec![],
+        ami_requirements: Default::default(),
+        port_template: ["ssh", "vnc"]
+            .iter()
+            .map(|n| PortTemplate {
+                name: n.to_string(),
+                protocol: Protocol::Tcp,
+                description: String::new(),
+            })
+            .collect(),
+        max_duration_minutes: 120,
+        created_at: None,
+        created_by: None,
+    }
+}
+
+pub struct World {
+    pub clock: VirtualClock,
+    pub store: Arc<MemoryStateStore>,
+    pub spec: Arc<MemorySpecStore>,
+    pub events: Arc<RecordingSink>,
+    pub provider: Arc<SimulatedProvider>,
+    pub keys: KeyLayout,
+}
+
+impl World {
+    pub async fn new() -> World {
+        let clock = VirtualClock::new(t0());
+        let store = Arc::new(MemoryStateStore::new(Arc::new(clock.clone())));
+        let spec = Arc::new(MemorySpecStore::new());
+        spec.insert_definition(&definition()).await.unwrap();
+        spec.seed_templates(&templates()).await.unwrap();
+        World {
+            provider: Arc::new(SimulatedProvider::new(Arc::new(clock.clone()))),
+            clock,
+            store,
+            spec,
+            events: Arc::new(RecordingSink::new()),
+            keys: KeyLayout::default(),
+        }
+    }
+
+    pub fn settings(candidate: &str) -> RuntimeSettings {
+        RuntimeSettings {
+            candidate: candidate.into(),
+            ..RuntimeSettings::default()
+        }
+    }
+
+    pub fn runtime(&self, settings: RuntimeSettings) -> Arc<Runtime> {
+        let elector = Arc::new(StoreElector::new(
+            self.store.clone(),
+            settings.prefix.clone(),
+        ));
+        Arc::new(
+            Runtime::builder()
+                .state(self.store.clone())
+                .elector(elector)
+                .spec(self.spec.clone())
+                .events(self.events.clone())
+                .clock(Arc::new(self.clock.clone()))
+                .provider(self.provider.clone())
+                .settings(settings)
+                .build()
+                .unwrap(),
+        )
+    }
+
+    /// A RUNNING personal-standard worker, stored.
+    pub async fn add_worker(&self, id: &str) -> Worker {
+        let t = &templates()[0];
+        let mut w = Worker::from_template(
+            id,
+            t,
+            "us-east-1",
+            WorkerState::Running,
+            "2.9.0".parse().unwrap(),
+            "CML-2.9.0",
+        );
+        w.ready_at = Some(self.clock_now());
+        self.store
+            .put(&self.keys.worker(id), serde_json::to_vec(&w).unwrap(), None)
+            .await
+            .unwrap();
+        w
+    }
+
+    /// A PENDING session (ASAP when `start` is None), stored.
+    pub async fn add_session(&self, id: &str, start: Option<Timestamp>) -> LabletSession {
+        let slot = start.map(|s| Timeslot::new(s, s + Duration::hours(2)).unwrap());
+        let s = LabletSession::new(id, "def-ccna", "1.0.0", "owner", slot, self.clock_now());
+        self.store
+            .put(
+                &self.keys.session(id),
+                serde_json::to_vec(&s).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+        s
+    }
+
+    pub fn clock_now(&self) -> Timestamp {
+        use ccm_core::store::Clock;
+        self.clock.now()
+    }
+
+    pub async fn session(&self, id: &str) -> LabletSession {
+        let kv = self
+            .store
+            .get(&self.keys.session(id))
+            .await
+            .unwrap()
+            .unwrap();
+        serde_json::from_slice(&kv.value).unwrap()
+    }
+
+    pub async fn worker(&self, id: &str) -> Option<Worker> {
+        let kv = self.store.get(&self.keys.worker(id)).await.unwrap()?;
+        Some(serde_json::from_slice(&kv.value).unwrap())
+    }
+
+    pub async fn sessions(&self) -> Vec<LabletSession> {
+        let l = self.store.list(&self.keys.sessions()).await.unwrap();
+        l.kvs
+            .iter()
+            .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+            .collect()
+    }
+
+    pub async fn workers(&self) -> Vec<Worker> {
+        let l = self.store.list(&self.keys.workers()).await.unwrap();
+        l.kvs
+            .iter()
+            .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+            .collect()
+    }
+}
+
+/// Lets spawned tasks run (real time, bounded).
+pub async fn settle() {
+    for _ in 0..20 {
+        tokio::task::yield_now().await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+}
+
+/// Polls `cond` (letting tasks run) for up to 10 s of real time.
+pub async fn eventually<F, Fut>(what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..2000 {
+        if cond().await {
+            return;
+        }
+        settle().await;
+    }
+    panic!("timed out waiting for: {what}");
+}
