@@ -8,7 +8,7 @@ use super::settings::RuntimeSettings;
 use super::RuntimeError;
 use crate::definition::LabletDefinition;
 use crate::store::{
-    Clock, Compare, Event, EventError, EventSink, Fence, Revision, SpecStore, StateStore, Txn,
+    Clock, Compare, EventError, EventSink, Fence, Revision, SpecStore, StateStore, Txn,
     TxnOp, TxnOpResponse,
 };
 use crate::timeslot::Timestamp;
@@ -139,21 +139,9 @@ impl Ctx {
             .insert(d.id.clone(), d);
     }
 
-    /// Publishes an event; a full or closed sink is counted, never an error.
-    pub async fn emit(
-        &self,
-        event_type: &str,
-        subject: &str,
-        time: Timestamp,
-        data: serde_json::Value,
-    ) {
-        let ev = Event {
-            id: uuid::Uuid::new_v4().to_string(),
-            event_type: event_type.to_string(),
-            subject: subject.to_string(),
-            time,
-            data,
-        };
+    /// Publishes a catalogue event; a full or closed sink is counted, never an error.
+    pub async fn emit(&self, event: crate::events::CcmEvent, time: Timestamp) {
+        let ev = event.to_event(time);
         match self.events.publish(ev).await {
             Ok(()) => {}
             Err(EventError::Dropped(_)) | Err(EventError::Closed) => self.metrics.event_dropped(),

@@ -8,6 +8,7 @@ use super::leadership::{shutdown_requested, LeaderHandle};
 use super::policy::{self, ScalingAction};
 use super::snapshot::{self, StateSnapshot};
 use super::RuntimeError;
+use crate::events::{CcmEvent, ScalingDirection, ScalingEventData, ScalingPhase};
 use crate::placement::filter::{template_ami_name, template_cml_version};
 use crate::session::SessionState;
 use crate::store::{Fence, LaunchRequest, ProviderError, ProviderEvent, WorkerProvider};
@@ -86,17 +87,27 @@ pub(crate) fn path(from: WorkerState, to: WorkerState) -> Option<Vec<WorkerState
     None
 }
 
-fn worker_event_type(s: WorkerState) -> Option<&'static str> {
-    Some(match s {
-        WorkerState::Pending => "ccm.worker.pending",
-        WorkerState::Provisioning => "ccm.worker.provisioning",
-        WorkerState::Running => "ccm.worker.running",
-        WorkerState::Draining => "ccm.worker.draining",
-        WorkerState::Stopping => "ccm.worker.stopping",
-        WorkerState::Stopped => "ccm.worker.stopped",
-        WorkerState::Terminated => "ccm.worker.terminated",
-        _ => return None,
-    })
+/// A scaling event about one worker (the worker id is the decision id, so `requested` and
+/// `completed` of one decision share a subject and arrive in order).
+fn scaling_event(
+    direction: ScalingDirection,
+    phase: ScalingPhase,
+    w: &Worker,
+    reason: impl Into<String>,
+) -> CcmEvent {
+    CcmEvent::scaling(
+        direction,
+        phase,
+        ScalingEventData {
+            decision_id: w.id.clone(),
+            template: w.template.clone(),
+            region: w.region.clone(),
+            count: 1,
+            worker_ids: vec![w.id.clone()],
+            reason: reason.into(),
+            plan_cost_usd: None,
+        },
+    )
 }
 
 fn is_lost_state(s: WorkerState) -> bool {
@@ -254,23 +265,27 @@ impl Controller {
             return Ok(());
         }
         report.applied.push((after.id.clone(), after.state));
-        let data = serde_json::json!({
-            "worker_id": after.id, "template": after.template, "region": after.region,
-            "provider_id": after.provider_id, "from": before.state, "to": after.state,
-        });
-        if let Some(t) = worker_event_type(after.state) {
-            self.ctx.emit(t, &after.id, ev.at, data.clone()).await;
+        if let Some(e) = CcmEvent::worker(&after, Some(before.state), "provider reported") {
+            self.ctx.emit(e, ev.at).await;
         }
         match after.state {
             WorkerState::Running if before.state.is_coming_up() => {
-                self.ctx
-                    .emit("ccm.scaling.up.completed", &after.id, ev.at, data)
-                    .await;
+                let e = scaling_event(
+                    ScalingDirection::Up,
+                    ScalingPhase::Completed,
+                    &after,
+                    "worker running",
+                );
+                self.ctx.emit(e, ev.at).await;
             }
             WorkerState::Stopped => {
-                self.ctx
-                    .emit("ccm.scaling.down.completed", &after.id, ev.at, data)
-                    .await;
+                let e = scaling_event(
+                    ScalingDirection::Down,
+                    ScalingPhase::Completed,
+                    &after,
+                    "worker stopped",
+                );
+                self.ctx.emit(e, ev.at).await;
             }
             WorkerState::Failed => {
                 self.ctx.metrics.worker_lost();
@@ -281,9 +296,13 @@ impl Controller {
                 report.lost_workers.push(after.id.clone());
             }
             WorkerState::Terminated => {
-                self.ctx
-                    .emit("ccm.scaling.down.completed", &after.id, ev.at, data)
-                    .await;
+                let e = scaling_event(
+                    ScalingDirection::Down,
+                    ScalingPhase::Completed,
+                    &after,
+                    "worker terminated",
+                );
+                self.ctx.emit(e, ev.at).await;
             }
             _ => {}
         }
@@ -333,15 +352,19 @@ impl Controller {
                         .as_ref()
                         .map_or("missing".to_string(), |w| w.value.state.to_string());
                     let reason = format!("worker {wid} lost ({state})");
-                    if v.state == SessionState::Scheduled {
+                    let requeue = v.state == SessionState::Scheduled;
+                    if requeue {
                         v.transition(SessionState::Pending, now, reason)?;
-                        requeued.push(v.id.clone());
                     } else {
                         v.transition(SessionState::Terminated, now, reason)?;
-                        terminated.push(v.id.clone());
                     }
                     v.worker_id = None;
                     v.allocated_ports.clear();
+                    if requeue {
+                        requeued.push(v.clone());
+                    } else {
+                        terminated.push(v.clone());
+                    }
                     if let Some(w) = worker.as_mut() {
                         w.value.ports.release(&v.id);
                     }
@@ -377,18 +400,13 @@ impl Controller {
                     Commit::Done(_) => {
                         wrote = true;
                         self.ctx.metrics.requeued(requeued.len() as u64);
-                        for id in &requeued {
-                            self.ctx
-                                .emit("ccm.lablet.session.pending", id, now, serde_json::json!({"session_id": id, "reason": format!("worker {wid} lost")}))
-                                .await;
+                        for v in requeued.iter().chain(terminated.iter()) {
+                            self.ctx.emit(CcmEvent::session(v), now).await;
                         }
-                        for id in &terminated {
-                            self.ctx
-                                .emit("ccm.lablet.session.terminated", id, now, serde_json::json!({"session_id": id, "reason": format!("worker {wid} lost")}))
-                                .await;
-                        }
-                        report.requeued.extend(requeued);
-                        report.terminated.extend(terminated);
+                        report.requeued.extend(requeued.into_iter().map(|v| v.id));
+                        report
+                            .terminated
+                            .extend(terminated.into_iter().map(|v| v.id));
                     }
                 }
                 // A chunk changed the worker's revision: the next chunk re-reads next pass.
@@ -443,9 +461,16 @@ impl Controller {
                 let Commit::Done(rev) = ctx.commit(fence, vec![write]).await? else {
                     return Ok(false);
                 };
-                let data = serde_json::json!({"worker_id": worker_id, "template": template, "region": region, "count": 1, "reason": reason});
-                ctx.emit("ccm.scaling.up.requested", worker_id, now, data.clone())
-                    .await;
+                ctx.emit(
+                    scaling_event(
+                        ScalingDirection::Up,
+                        ScalingPhase::Requested,
+                        &w,
+                        reason.clone(),
+                    ),
+                    now,
+                )
+                .await;
                 let req = LaunchRequest {
                     worker_id: worker_id.clone(),
                     template: t.clone(),
@@ -454,7 +479,11 @@ impl Controller {
                 match self.provider.launch(req).await {
                     Ok(pid) => {
                         ctx.metrics.launched();
-                        ctx.emit("ccm.worker.pending", worker_id, now, data).await;
+                        let mut launched = w.clone();
+                        launched.provider_id = Some(pid.clone());
+                        if let Some(e) = CcmEvent::worker(&launched, None, reason.clone()) {
+                            ctx.emit(e, now).await;
+                        }
                         self.update_worker(fence, worker_id, |w| {
                             let changed = w.provider_id.is_none();
                             if changed {
@@ -493,13 +522,15 @@ impl Controller {
                     .await?;
                 if done {
                     ctx.metrics.drained();
-                    ctx.emit(
-                        "ccm.scaling.down.requested",
-                        worker_id,
-                        now,
-                        serde_json::json!({"worker_id": worker_id, "count": 1, "reason": reason}),
-                    )
-                    .await;
+                    if let Some(w) = snap.workers.get(worker_id) {
+                        let e = scaling_event(
+                            ScalingDirection::Down,
+                            ScalingPhase::Requested,
+                            &w.value,
+                            reason.clone(),
+                        );
+                        ctx.emit(e, now).await;
+                    }
                 }
                 Ok(done)
             }
@@ -573,10 +604,8 @@ impl Controller {
         if before.state == after.state {
             return Ok(false);
         }
-        if let Some(t) = worker_event_type(after.state) {
-            self.ctx
-                .emit(t, id, now, serde_json::json!({"worker_id": id, "template": after.template, "region": after.region, "provider_id": after.provider_id, "from": before.state, "to": after.state}))
-                .await;
+        if let Some(e) = CcmEvent::worker(&after, Some(before.state), "") {
+            self.ctx.emit(e, now).await;
         }
         Ok(true)
     }
@@ -594,9 +623,11 @@ impl Controller {
         let sessions: Vec<_> = snap.sessions_on(worker_id).collect();
         for chunk in sessions.chunks(max - 1) {
             let mut writes = Vec::new();
+            let mut ended = Vec::with_capacity(chunk.len());
             for s in chunk {
                 let mut v = s.value.clone();
                 v.transition(SessionState::Terminated, now, reason)?;
+                ended.push(v.clone());
                 let key = self.ctx.keys.session(&v.id);
                 writes.push(Write {
                     value: Some(codec::encode(&key, &v)?),
@@ -605,16 +636,9 @@ impl Controller {
                 });
             }
             if let Commit::Done(_) = self.ctx.commit(fence, writes).await? {
-                for s in chunk {
-                    report.terminated.push(s.value.id.clone());
-                    self.ctx
-                        .emit(
-                            "ccm.lablet.session.terminated",
-                            &s.value.id,
-                            now,
-                            serde_json::json!({"session_id": s.value.id, "reason": reason}),
-                        )
-                        .await;
+                for v in &ended {
+                    report.terminated.push(v.id.clone());
+                    self.ctx.emit(CcmEvent::session(v), now).await;
                 }
             }
         }

@@ -6,6 +6,7 @@ use super::context::{Commit, Ctx, Write};
 use super::leadership::{shutdown_requested, LeaderHandle};
 use super::snapshot::{self, StateSnapshot};
 use super::RuntimeError;
+use crate::events::CcmEvent;
 use crate::placement::filter::Requirements;
 use crate::placement::Fleet;
 use crate::session::{LabletSession, SessionState};
@@ -170,13 +171,7 @@ impl Scheduler {
                     ctx.metrics.expired(chunk.len() as u64);
                     for (s, _) in chunk {
                         report.expired.push(s.id.clone());
-                        ctx.emit(
-                            "ccm.lablet.session.expired",
-                            &s.id,
-                            now,
-                            serde_json::json!({"session_id": s.id, "definition_id": s.definition_id, "reason": "not placed before slot start + grace"}),
-                        )
-                        .await;
+                        ctx.emit(CcmEvent::session(s), now).await;
                     }
                 }
             }
@@ -269,6 +264,7 @@ impl Scheduler {
             let batch = &tentative[start..end];
             let mut writes = Vec::with_capacity(batch.len() + workers.len());
             let mut new_workers: BTreeMap<String, (Worker, Revision)> = BTreeMap::new();
+            let mut scheduled: Vec<LabletSession> = Vec::with_capacity(batch.len());
             for t in batch {
                 let (w, _) = match new_workers.get_mut(&t.worker) {
                     Some(x) => x,
@@ -296,6 +292,7 @@ impl Scheduler {
                 )?;
                 s.worker_id = Some(t.worker.clone());
                 s.allocated_ports = t.ports.clone();
+                scheduled.push(s.clone());
                 let key = ctx.keys.session(&s.id);
                 writes.push(Write {
                     value: Some(codec::encode(&key, &s)?),
@@ -325,19 +322,9 @@ impl Scheduler {
                             worker: t.worker.clone(),
                             ports: t.ports.clone(),
                         });
-                        ctx.emit(
-                            "ccm.lablet.session.scheduled",
-                            &t.session.id,
-                            now,
-                            serde_json::json!({
-                                "session_id": t.session.id,
-                                "definition_id": t.session.definition_id,
-                                "worker_id": t.worker,
-                                "ports": t.ports,
-                                "slot": t.session.timeslot,
-                            }),
-                        )
-                        .await;
+                    }
+                    for s in &scheduled {
+                        ctx.emit(CcmEvent::session(s), now).await;
                     }
                 }
             }
