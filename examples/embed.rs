@@ -1,2 +1,188 @@
-//! Embedding ccm-core in another service (filled in by the runtime work).
-fn main() {}
+//! Embedding ccm-core in another service that keeps its OWN store.
+//!
+//! The host service here wraps the in-memory state store behind its own type
+//! (`AuditedStore`), which counts every transaction it commits — the place where a real
+//! service would add its own persistence, tracing or tenancy. ccm's scheduler runs on it
+//! through the `StateStore` trait, places a handful of sessions on two workers and the
+//! program prints where each one landed.
+//!
+//! Run: `cargo run -p ccm-examples --example embed`
+
+use async_trait::async_trait;
+use ccm_core::definition::{LabletDefinition, PortTemplate, Protocol};
+use ccm_core::memory::events::RecordingSink;
+use ccm_core::memory::provider::SimulatedProvider;
+use ccm_core::memory::spec::MemorySpecStore;
+use ccm_core::memory::state::MemoryStateStore;
+use ccm_core::resources::Resources;
+use ccm_core::runtime::{KeyLayout, Runtime, RuntimeSettings};
+use ccm_core::session::LabletSession;
+use ccm_core::store::elector::StoreElector;
+use ccm_core::store::{
+    Clock, KeyValue, LeaseId, ListResponse, Revision, SpecStore, StateStore, StoreError, Txn,
+    TxnResponse, VirtualClock, WatchStream,
+};
+use ccm_core::template::parse_templates;
+use ccm_core::timeslot::Timeslot;
+use ccm_core::worker::{Worker, WorkerState};
+use chrono::{Duration, TimeZone, Utc};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// The host service's own store: delegates to an inner store and counts committed writes.
+struct AuditedStore {
+    inner: MemoryStateStore,
+    committed: AtomicU64,
+}
+
+#[async_trait]
+impl StateStore for AuditedStore {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        self.committed.fetch_add(1, Ordering::Relaxed);
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        let r = self.inner.txn(txn).await?;
+        if r.succeeded {
+            self.committed.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(r)
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<std::time::Duration, StoreError> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.revoke_lease(lease).await
+    }
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        self.inner.current_revision().await
+    }
+}
+
+fn definition() -> LabletDefinition {
+    LabletDefinition {
+        id: "ccna-lab".into(),
+        name: "ccna-lab".into(),
+        version: semver::Version::new(1, 0, 0),
+        lab_artifact_uri: String::new(),
+        lab_yaml_hash: String::new(),
+        resource_requirements: Resources {
+            cpu_cores: 8,
+            memory_gb: 32,
+            storage_gb: 40,
+        },
+        node_count: 4,
+        license_affinity: vec![],
+        ami_requirements: Default::default(),
+        port_template: ["r1_ssh", "r1_vnc"]
+            .iter()
+            .map(|n| PortTemplate {
+                name: n.to_string(),
+                protocol: Protocol::Tcp,
+                description: String::new(),
+            })
+            .collect(),
+        max_duration_minutes: 120,
+        created_at: None,
+        created_by: None,
+    }
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let t0 = Utc
+        .with_ymd_and_hms(2026, 5, 4, 8, 0, 0)
+        .single()
+        .ok_or_else(|| anyhow::anyhow!("bad date"))?;
+    let clock = VirtualClock::new(t0);
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let store = Arc::new(AuditedStore {
+        inner: MemoryStateStore::new(shared.clone()),
+        committed: AtomicU64::new(0),
+    });
+    let spec = Arc::new(MemorySpecStore::new());
+    let templates = parse_templates(
+        include_str!("../config/worker-templates.yaml"),
+        "worker-templates.yaml",
+    )?;
+    spec.seed_templates(&templates).await?;
+    spec.insert_definition(&definition()).await?;
+
+    // The host's fleet: two RUNNING personal workers.
+    let keys = KeyLayout::default();
+    for id in ["w-a", "w-b"] {
+        let mut w = Worker::from_template(
+            id,
+            &templates[0],
+            "us-east-1",
+            WorkerState::Running,
+            "2.9.0".parse()?,
+            "CML-2.9.0",
+        );
+        w.ready_at = Some(t0);
+        store
+            .put(&keys.worker(id), serde_json::to_vec(&w)?, None)
+            .await?;
+    }
+    // Seven sessions starting in 30 minutes (due now: lead time 35 min).
+    let slot = Timeslot::new(t0 + Duration::minutes(30), t0 + Duration::minutes(150))?;
+    for i in 0..7 {
+        let s = LabletSession::new(
+            format!("s{i}"),
+            "ccna-lab",
+            "1.0.0",
+            "student",
+            Some(slot),
+            t0,
+        );
+        store
+            .put(&keys.session(&s.id), serde_json::to_vec(&s)?, None)
+            .await?;
+    }
+
+    let runtime = Runtime::builder()
+        .state(store.clone())
+        .elector(Arc::new(StoreElector::new(store.clone(), "/ccm")))
+        .spec(spec)
+        .events(Arc::new(RecordingSink::new()))
+        .clock(shared.clone())
+        .provider(Arc::new(SimulatedProvider::new(shared)))
+        .settings(RuntimeSettings {
+            candidate: "host-service".into(),
+            controller_enabled: false,
+            ..RuntimeSettings::default()
+        })
+        .build()?;
+    let report = runtime.step().await?;
+    let bound = report.scheduler.map(|s| s.bound).unwrap_or_default();
+    for b in &bound {
+        println!("{} -> {} ports {:?}", b.session, b.worker, b.ports);
+    }
+    println!(
+        "placed {} of 7 sessions; the host store committed {} writes",
+        bound.len(),
+        store.committed.load(Ordering::Relaxed)
+    );
+    anyhow::ensure!(bound.len() == 7, "expected all 7 sessions placed");
+    Ok(())
+}

@@ -1,10 +1,313 @@
-//! `ccm serve`.
+//! `ccm serve`: the daemon. Backends come from the settings (`CCM_BACKEND`, `MONGODB_URI`,
+//! `CLOUDEVENTS_SINK_URL`); `--embedded` runs everything in-process. SIGINT/SIGTERM stop the
+//! loops and resign leadership (the leases are revoked) so a standby takes over at once.
+
+use crate::http::{self, Probe};
+use crate::metrics::{DaemonStatus, LoopStatus};
+use crate::settings::{Backend, Settings};
+use ccm_core::memory::events::LogSink;
+use ccm_core::memory::provider::SimulatedProvider;
+use ccm_core::memory::spec::MemorySpecStore;
+use ccm_core::memory::state::MemoryStateStore;
+use ccm_core::runtime::{Runtime, RuntimeSettings, CONTROLLER, SCHEDULER};
+use ccm_core::store::elector::StoreElector;
+use ccm_core::store::{Clock, EventSink, LeaderElector, SpecStore, StateStore, SystemClock};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Arguments of `ccm serve`.
 #[derive(Debug, clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// Run everything in-process (memory stores, simulated provider), whatever CCM_BACKEND says.
+    #[arg(long)]
+    embedded: bool,
+}
+
+/// The runtime settings the loops get from ccm's settings.
+pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
+    RuntimeSettings {
+        prefix: s.etcd.prefix.clone(),
+        candidate: s.candidate_id.clone(),
+        scheduler_enabled: s.scheduler.enabled,
+        controller_enabled: s.controller.enabled,
+        scheduler_interval: s.scheduler.reconcile_interval,
+        controller_interval: s.controller.reconcile_interval,
+        leader_ttl: s.scheduler.leader_lease_ttl,
+        lead_time: chrono::Duration::minutes(i64::from(s.scheduler.lead_time_minutes)),
+        scale_down_grace: chrono::Duration::minutes(i64::from(
+            s.controller.scale_down_grace_minutes,
+        )),
+        ..RuntimeSettings::default()
+    }
+}
+
+/// What `/readyz` and `/metrics` read.
+struct ServeProbe {
+    runtime: Arc<Runtime>,
+    status: Arc<DaemonStatus>,
+    enabled: [bool; 2],
+}
+
+impl Probe for ServeProbe {
+    fn ready(&self) -> bool {
+        self.status.ready()
+    }
+
+    fn loops(&self) -> BTreeMap<String, LoopStatus> {
+        let m = self.runtime.metrics();
+        let lead = self.runtime.leadership();
+        let mut out = BTreeMap::new();
+        out.insert(
+            SCHEDULER.to_string(),
+            LoopStatus {
+                enabled: self.enabled[0],
+                is_leader: lead.scheduler,
+                runs: m.scheduler_runs,
+                last_duration_seconds: m.scheduler_last_duration.as_secs_f64(),
+            },
+        );
+        out.insert(
+            CONTROLLER.to_string(),
+            LoopStatus {
+                enabled: self.enabled[1],
+                is_leader: lead.controller,
+                runs: m.controller_runs,
+                last_duration_seconds: m.controller_last_duration.as_secs_f64(),
+            },
+        );
+        out
+    }
+
+    fn metrics_text(&self) -> String {
+        let mut text = self.runtime.metrics().to_prometheus();
+        text.push_str(&self.status.render());
+        text
+    }
+}
 
 /// Runs `ccm serve`.
-pub fn run(_args: Args) -> anyhow::Result<std::process::ExitCode> {
-    anyhow::bail!("ccm serve is not available in this build yet")
+pub fn run(args: Args, env_file: &Path) -> anyhow::Result<ExitCode> {
+    let settings = Settings::load(Some(env_file))?;
+    let backend = if args.embedded {
+        Backend::Embedded
+    } else {
+        settings.backend
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(settings, backend))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The live-state store and elector of `backend`.
+async fn state_backend(
+    settings: &Settings,
+    backend: Backend,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn LeaderElector>, String)> {
+    match backend {
+        Backend::Embedded => {
+            let store = Arc::new(MemoryStateStore::new(clock));
+            let elector = Arc::new(StoreElector::new(
+                store.clone(),
+                settings.etcd.prefix.clone(),
+            ));
+            Ok((store, elector, "embedded".to_string()))
+        }
+        Backend::Etcd => etcd_backend(settings).await,
+    }
+}
+
+#[cfg(feature = "all-adapters")]
+async fn etcd_backend(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn LeaderElector>, String)> {
+    use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
+    let e = &settings.etcd;
+    let mut config = EtcdConfig::new(e.endpoints()).with_prefix(e.prefix.clone());
+    config.username.clone_from(&e.username);
+    config.password = e.password.as_ref().map(|p| p.expose().to_string());
+    config.ca_cert.clone_from(&e.ca_cert);
+    config.client_cert.clone_from(&e.client_cert);
+    config.client_key.clone_from(&e.client_key);
+    config
+        .validate()
+        .map_err(|err| anyhow::anyhow!("etcd settings: {err}"))?;
+    let endpoints = config.endpoints.join(",");
+    let store = Arc::new(
+        EtcdStateStore::connect(config)
+            .await
+            .map_err(|err| anyhow::anyhow!("cannot connect to etcd at {endpoints}: {err}"))?,
+    );
+    let elector = Arc::new(store.elector());
+    Ok((store, elector, format!("etcd {endpoints}")))
+}
+
+#[cfg(not(feature = "all-adapters"))]
+async fn etcd_backend(
+    _settings: &Settings,
+) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn LeaderElector>, String)> {
+    anyhow::bail!(
+        "CCM_BACKEND=etcd: this ccm was built without the etcd adapter (feature all-adapters)"
+    )
+}
+
+/// The spec store: MongoDB when `MONGODB_URI` is set (and `embedded` is false), else memory.
+pub async fn spec_backend(
+    settings: &Settings,
+    embedded: bool,
+) -> anyhow::Result<(Arc<dyn SpecStore>, String)> {
+    match (&settings.mongodb_uri, embedded) {
+        (Some(uri), false) => mongo_backend(uri, &settings.mongodb_database).await,
+        _ => Ok((Arc::new(MemorySpecStore::new()), "in-memory".to_string())),
+    }
+}
+
+#[cfg(feature = "all-adapters")]
+async fn mongo_backend(
+    uri: &crate::settings::SecretUri,
+    database: &str,
+) -> anyhow::Result<(Arc<dyn SpecStore>, String)> {
+    use ccm_adapters::mongo::{MongoOptions, MongoSpecStore};
+    let store = MongoSpecStore::connect(uri.expose(), database, MongoOptions::default())
+        .await
+        .map_err(|e| anyhow::anyhow!("MongoDB {}: {e}", uri.redacted()))?;
+    Ok((
+        Arc::new(store),
+        format!("MongoDB {} database {database}", uri.redacted()),
+    ))
+}
+
+#[cfg(not(feature = "all-adapters"))]
+async fn mongo_backend(
+    _uri: &crate::settings::SecretUri,
+    _database: &str,
+) -> anyhow::Result<(Arc<dyn SpecStore>, String)> {
+    anyhow::bail!("MONGODB_URI is set but this ccm was built without the MongoDB adapter (feature all-adapters)")
+}
+
+#[cfg(feature = "all-adapters")]
+fn event_backend(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink>> {
+    use ccm_adapters::cloudevents::{CloudEventsConfig, CloudEventsSink};
+    match &settings.cloudevents_sink_url {
+        None => Ok(Arc::new(LogSink::new())),
+        Some(url) => {
+            let mut c = CloudEventsConfig::new(url.expose());
+            c.source.clone_from(&settings.cloudevents_source);
+            let sink = CloudEventsSink::new(c)
+                .map_err(|e| anyhow::anyhow!("CLOUDEVENTS_SINK_URL {}: {e}", url.redacted()))?;
+            Ok(Arc::new(sink))
+        }
+    }
+}
+
+#[cfg(not(feature = "all-adapters"))]
+fn event_backend(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink>> {
+    if settings.cloudevents_sink_url.is_some() {
+        anyhow::bail!("CLOUDEVENTS_SINK_URL is set but this ccm was built without the CloudEvents adapter (feature all-adapters)");
+    }
+    Ok(Arc::new(LogSink::new()))
+}
+
+/// Resolves on SIGINT or SIGTERM (or Ctrl-C where there are no Unix signals).
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = int.recv() => "SIGINT",
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
+}
+
+async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
+    let embedded = backend == Backend::Embedded;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let (state, elector, backend_name) = state_backend(&settings, backend, clock.clone()).await?;
+    let (spec, spec_name) = spec_backend(&settings, embedded).await?;
+    let templates = ccm_core::template::load_templates_file(&settings.worker_templates_path)
+        .map_err(|e| anyhow::anyhow!("WORKER_TEMPLATES_CONFIG_PATH: {e}"))?;
+    let seeded = spec
+        .seed_templates(&templates)
+        .await
+        .map_err(|e| anyhow::anyhow!("seeding templates into {spec_name}: {e}"))?;
+    tracing::info!(
+        created = seeded.created.len(),
+        kept = seeded.kept.len(),
+        store = %spec_name,
+        "worker templates seeded (create if absent)"
+    );
+    let events = event_backend(&settings)?;
+    // ccm ships no real cloud provider: workers are simulated (boot takes the template's
+    // startup minutes of real time).
+    let provider = Arc::new(SimulatedProvider::new(clock.clone()));
+    let runtime = Arc::new(
+        Runtime::builder()
+            .state(state)
+            .elector(elector)
+            .spec(spec)
+            .events(events)
+            .clock(clock)
+            .provider(provider)
+            .settings(runtime_settings(&settings))
+            .build()?,
+    );
+    let status = Arc::new(DaemonStatus::default());
+    let probe = Arc::new(ServeProbe {
+        runtime: runtime.clone(),
+        status: status.clone(),
+        enabled: [settings.scheduler.enabled, settings.controller.enabled],
+    });
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let (addr, http_task) = http::serve(
+        settings.http_addr,
+        http::router(probe, settings.candidate_id.clone(), backend_name.clone()),
+        async {
+            let _ = http_stopped.await;
+        },
+    )
+    .await?;
+    let handle = runtime.clone().spawn();
+    status.set_ready(true);
+    // One line on stdout that scripts and tests can wait for.
+    println!(
+        "ccm serving on http://{addr} (candidate {}, state {backend_name}, specs {spec_name})",
+        settings.candidate_id
+    );
+    let signal = shutdown_signal().await;
+    tracing::info!(
+        signal,
+        "shutting down: stopping the loops and resigning leadership"
+    );
+    status.set_ready(false);
+    handle.shutdown().await;
+    let _ = stop_http.send(());
+    match http_task.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
+        Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
+    }
+    println!("ccm stopped ({signal}); leadership resigned");
+    Ok(())
 }

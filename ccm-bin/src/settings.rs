@@ -1,0 +1,798 @@
+//! Settings: every variable of prerequisites.md §3.1 with the same names and defaults, plus
+//! MongoDB and ccm's own, read from the environment and a `.env` file (the environment wins).
+//!
+//! A bad value is an error naming the variable and what was expected; secrets (passwords,
+//! secret keys, credentials inside URIs) never appear in `Debug` output, errors or logs.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A secret string: `Debug` prints `***`, and there is no `Display`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The secret itself, for handing to a client library (never to a log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A URI that may carry credentials (`scheme://user:password@host/...`): `Debug` and
+/// [`SecretUri::redacted`] hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUri(String);
+
+impl SecretUri {
+    /// Wraps a URI.
+    pub fn new(s: impl Into<String>) -> Self {
+        SecretUri(s.into())
+    }
+    /// The full URI, for handing to a client library (never to a log).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    /// The URI with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        redact_uri(&self.0)
+    }
+}
+
+impl fmt::Debug for SecretUri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host...` with `***` (a user without a
+/// password is kept; a URI without credentials is returned as is).
+pub fn redact_uri(uri: &str) -> String {
+    let Some(scheme_end) = uri.find("://") else {
+        return uri.to_string();
+    };
+    let rest = &uri[scheme_end + 3..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return uri.to_string();
+    };
+    let userinfo = &authority[..at];
+    let user = match userinfo.find(':') {
+        Some(colon) => format!("{}:***", &userinfo[..colon]),
+        None => userinfo.to_string(),
+    };
+    format!("{}://{}@{}", &uri[..scheme_end], user, &rest[at + 1..])
+}
+
+/// Which live-state backend `ccm serve` uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Everything in-process: memory stores and the simulated provider.
+    Embedded,
+    /// etcd for live state and leader election.
+    Etcd,
+}
+
+/// A bad setting: which variable, what was expected, and what was given (hidden for secrets).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SettingsError {
+    /// A value could not be parsed.
+    #[error("{var}: expected {expected}, got {got}")]
+    Invalid {
+        /// Variable name.
+        var: String,
+        /// What would have been accepted.
+        expected: String,
+        /// The value given, quoted (or `(hidden)` for a secret).
+        got: String,
+    },
+    /// The `.env` file could not be read.
+    #[error("{file}: {message}")]
+    DotEnv {
+        /// Path of the file.
+        file: String,
+        /// What went wrong.
+        message: String,
+    },
+}
+
+/// etcd connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdSettings {
+    /// `ETCD_HOST` (default `localhost`).
+    pub host: String,
+    /// `ETCD_PORT` (default 2379).
+    pub port: u16,
+    /// `CCM_ETCD_ENDPOINTS`: comma-separated endpoint URLs; overrides host and port when set.
+    pub endpoints_override: Vec<String>,
+    /// `ETCD_USERNAME`.
+    pub username: Option<String>,
+    /// `ETCD_PASSWORD`.
+    pub password: Option<Secret>,
+    /// `ETCD_CA_CERT`: CA certificate (PEM) for TLS.
+    pub ca_cert: Option<PathBuf>,
+    /// `ETCD_CERT_CERT`: the client certificate (PEM).
+    pub client_cert: Option<PathBuf>,
+    /// `ETCD_CERT_KEY`: the client key (PEM).
+    pub client_key: Option<PathBuf>,
+    /// `CCM_ETCD_PREFIX` (default `/ccm`).
+    pub prefix: String,
+}
+
+impl EtcdSettings {
+    /// Whether TLS is configured (a CA certificate is given).
+    pub fn tls(&self) -> bool {
+        self.ca_cert.is_some()
+    }
+
+    /// The endpoint URLs to dial: `CCM_ETCD_ENDPOINTS` or `http(s)://ETCD_HOST:ETCD_PORT`.
+    pub fn endpoints(&self) -> Vec<String> {
+        if !self.endpoints_override.is_empty() {
+            return self.endpoints_override.clone();
+        }
+        let scheme = if self.tls() { "https" } else { "http" };
+        vec![format!("{scheme}://{}:{}", self.host, self.port)]
+    }
+}
+
+/// S3 / MinIO settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArtifactSettings {
+    /// `ARTIFACT_STORAGE_ENDPOINT` (default `http://localhost:9000`).
+    pub endpoint: String,
+    /// `ARTIFACT_STORAGE_ACCESS_KEY` (default `minioadmin`).
+    pub access_key: String,
+    /// `ARTIFACT_STORAGE_SECRET_KEY` (default `minioadmin`).
+    pub secret_key: Secret,
+    /// `ARTIFACT_STORAGE_BUCKET` (default `lablet-artifacts`).
+    pub bucket: String,
+    /// `ARTIFACT_STORAGE_REGION` (default `us-east-1`).
+    pub region: String,
+    /// `ARTIFACT_STORAGE_USE_SSL` (default false).
+    pub use_ssl: bool,
+}
+
+/// Scheduler loop settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchedulerSettings {
+    /// `SCHEDULER_ENABLED` (default true).
+    pub enabled: bool,
+    /// `SCHEDULER_RECONCILE_INTERVAL_SECONDS` (default 30).
+    pub reconcile_interval: Duration,
+    /// `SCHEDULER_LEADER_LEASE_TTL_SECONDS` (default 15).
+    pub leader_lease_ttl: Duration,
+    /// `SCHEDULER_LEAD_TIME_MINUTES` (default 35).
+    pub lead_time_minutes: u32,
+}
+
+/// Resource controller loop settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// `CONTROLLER_ENABLED` (default true).
+    pub enabled: bool,
+    /// `CONTROLLER_RECONCILE_INTERVAL_SECONDS` (default 30).
+    pub reconcile_interval: Duration,
+    /// `CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES` (default 30).
+    pub scale_down_grace_minutes: u32,
+}
+
+/// Every setting of ccm.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// etcd.
+    pub etcd: EtcdSettings,
+    /// S3 / MinIO.
+    pub artifacts: ArtifactSettings,
+    /// Scheduler loop.
+    pub scheduler: SchedulerSettings,
+    /// Controller loop.
+    pub controller: ControllerSettings,
+    /// `WORKER_TEMPLATES_CONFIG_PATH` (default `config/worker-templates.yaml`).
+    pub worker_templates_path: PathBuf,
+    /// `CLOUDEVENTS_SINK_URL` (none: events are not sent anywhere).
+    pub cloudevents_sink_url: Option<SecretUri>,
+    /// `CLOUDEVENTS_SOURCE` (default `ccm`).
+    pub cloudevents_source: String,
+    /// `MONGODB_URI` (none: the in-memory spec store).
+    pub mongodb_uri: Option<SecretUri>,
+    /// `MONGODB_DATABASE` (default `ccm`).
+    pub mongodb_database: String,
+    /// `CCM_HTTP_ADDR` (default `127.0.0.1:8080`).
+    pub http_addr: SocketAddr,
+    /// `CCM_BACKEND`: `embedded` (default) or `etcd`.
+    pub backend: Backend,
+    /// `CCM_CANDIDATE_ID`: this process's name in leader elections (default `ccm-<pid>`).
+    pub candidate_id: String,
+}
+
+/// Every variable ccm reads, in the order of `.env.example`.
+#[cfg(test)]
+const VARIABLES: &[&str] = &[
+    "ETCD_HOST",
+    "ETCD_PORT",
+    "ETCD_USERNAME",
+    "ETCD_PASSWORD",
+    "ETCD_CA_CERT",
+    "ETCD_CERT_KEY",
+    "ETCD_CERT_CERT",
+    "ARTIFACT_STORAGE_ENDPOINT",
+    "ARTIFACT_STORAGE_ACCESS_KEY",
+    "ARTIFACT_STORAGE_SECRET_KEY",
+    "ARTIFACT_STORAGE_BUCKET",
+    "ARTIFACT_STORAGE_REGION",
+    "ARTIFACT_STORAGE_USE_SSL",
+    "SCHEDULER_ENABLED",
+    "SCHEDULER_RECONCILE_INTERVAL_SECONDS",
+    "SCHEDULER_LEADER_LEASE_TTL_SECONDS",
+    "SCHEDULER_LEAD_TIME_MINUTES",
+    "CONTROLLER_ENABLED",
+    "CONTROLLER_RECONCILE_INTERVAL_SECONDS",
+    "CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES",
+    "WORKER_TEMPLATES_CONFIG_PATH",
+    "CLOUDEVENTS_SINK_URL",
+    "CLOUDEVENTS_SOURCE",
+    "MONGODB_URI",
+    "MONGODB_DATABASE",
+    "CCM_HTTP_ADDR",
+    "CCM_BACKEND",
+    "CCM_ETCD_PREFIX",
+    "CCM_ETCD_ENDPOINTS",
+    "CCM_CANDIDATE_ID",
+];
+
+/// Variables whose values are never echoed, not even in an error.
+const SECRET_VARIABLES: &[&str] = &[
+    "ETCD_PASSWORD",
+    "ARTIFACT_STORAGE_SECRET_KEY",
+    "MONGODB_URI",
+    "CLOUDEVENTS_SINK_URL",
+];
+
+/// Reads typed values from a name → value map, with errors naming the variable.
+struct Reader<'a> {
+    vars: &'a HashMap<String, String>,
+}
+
+impl Reader<'_> {
+    /// The raw value; empty strings count as unset (as with pydantic's `None` defaults).
+    fn raw(&self, var: &str) -> Option<&str> {
+        self.vars
+            .get(var)
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn invalid(&self, var: &str, expected: &str, got: &str) -> SettingsError {
+        let got = if got.is_empty() {
+            "nothing".to_string()
+        } else if SECRET_VARIABLES.contains(&var) {
+            "(hidden)".to_string()
+        } else {
+            format!("{got:?}")
+        };
+        SettingsError::Invalid {
+            var: var.to_string(),
+            expected: expected.to_string(),
+            got,
+        }
+    }
+
+    fn string(&self, var: &str, default: &str) -> String {
+        self.raw(var).unwrap_or(default).to_string()
+    }
+
+    fn optional(&self, var: &str) -> Option<String> {
+        self.raw(var).map(str::to_string)
+    }
+
+    fn boolean(&self, var: &str, default: bool) -> Result<bool, SettingsError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Ok(true),
+                "false" | "0" | "no" | "off" => Ok(false),
+                _ => Err(self.invalid(var, "a boolean (true/false, 1/0, yes/no, on/off)", v)),
+            },
+        }
+    }
+
+    fn positive(&self, var: &str, default: u32) -> Result<u32, SettingsError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u32>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(self.invalid(var, "a positive integer", v)),
+            },
+        }
+    }
+
+    fn port(&self, var: &str, default: u16) -> Result<u16, SettingsError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => match v.parse::<u16>() {
+                Ok(n) if n > 0 => Ok(n),
+                _ => Err(self.invalid(var, "a TCP port (1-65535)", v)),
+            },
+        }
+    }
+
+    fn url(&self, var: &str, default: Option<&str>) -> Result<Option<String>, SettingsError> {
+        let Some(v) = self.raw(var).or(default) else {
+            return Ok(None);
+        };
+        let ok = ["http://", "https://"]
+            .iter()
+            .any(|s| v.len() > s.len() && v.to_ascii_lowercase().starts_with(s));
+        if ok {
+            Ok(Some(v.to_string()))
+        } else {
+            Err(self.invalid(var, "an http:// or https:// URL", v))
+        }
+    }
+}
+
+impl Settings {
+    /// Settings from a map of variables (unset ones take their defaults).
+    pub fn from_vars(vars: &HashMap<String, String>) -> Result<Settings, SettingsError> {
+        let r = Reader { vars };
+        let endpoints_override = match r.raw("CCM_ETCD_ENDPOINTS") {
+            None => Vec::new(),
+            Some(list) => {
+                let eps: Vec<String> = list
+                    .split(',')
+                    .map(|s| s.trim().to_string())
+                    .filter(|s| !s.is_empty())
+                    .collect();
+                if let Some(bad) = eps
+                    .iter()
+                    .find(|e| !(e.starts_with("http://") || e.starts_with("https://")))
+                {
+                    return Err(r.invalid(
+                        "CCM_ETCD_ENDPOINTS",
+                        "comma-separated http:// or https:// URLs",
+                        bad,
+                    ));
+                }
+                eps
+            }
+        };
+        let etcd = EtcdSettings {
+            host: r.string("ETCD_HOST", "localhost"),
+            port: r.port("ETCD_PORT", 2379)?,
+            endpoints_override,
+            username: r.optional("ETCD_USERNAME"),
+            password: r.optional("ETCD_PASSWORD").map(Secret),
+            ca_cert: r.optional("ETCD_CA_CERT").map(PathBuf::from),
+            client_cert: r.optional("ETCD_CERT_CERT").map(PathBuf::from),
+            client_key: r.optional("ETCD_CERT_KEY").map(PathBuf::from),
+            prefix: {
+                let p = r.string("CCM_ETCD_PREFIX", "/ccm");
+                if !p.starts_with('/') || p.len() < 2 || p.ends_with('/') {
+                    return Err(r.invalid(
+                        "CCM_ETCD_PREFIX",
+                        "a key prefix starting with '/' and not ending with '/' (e.g. /ccm)",
+                        &p,
+                    ));
+                }
+                p
+            },
+        };
+        if etcd.client_cert.is_some() != etcd.client_key.is_some() {
+            let (var, other) = if etcd.client_cert.is_some() {
+                ("ETCD_CERT_KEY", "ETCD_CERT_CERT")
+            } else {
+                ("ETCD_CERT_CERT", "ETCD_CERT_KEY")
+            };
+            return Err(r.invalid(var, &format!("a path, since {other} is set"), ""));
+        }
+        if etcd.username.is_some() != etcd.password.is_some() {
+            let var = if etcd.username.is_some() {
+                "ETCD_PASSWORD"
+            } else {
+                "ETCD_USERNAME"
+            };
+            return Err(r.invalid(
+                var,
+                "a value: ETCD_USERNAME and ETCD_PASSWORD go together",
+                "",
+            ));
+        }
+        let artifacts = ArtifactSettings {
+            endpoint: r
+                .url("ARTIFACT_STORAGE_ENDPOINT", Some("http://localhost:9000"))?
+                .unwrap_or_default(),
+            access_key: r.string("ARTIFACT_STORAGE_ACCESS_KEY", "minioadmin"),
+            secret_key: Secret(r.string("ARTIFACT_STORAGE_SECRET_KEY", "minioadmin")),
+            bucket: r.string("ARTIFACT_STORAGE_BUCKET", "lablet-artifacts"),
+            region: r.string("ARTIFACT_STORAGE_REGION", "us-east-1"),
+            use_ssl: r.boolean("ARTIFACT_STORAGE_USE_SSL", false)?,
+        };
+        let scheduler = SchedulerSettings {
+            enabled: r.boolean("SCHEDULER_ENABLED", true)?,
+            reconcile_interval: Duration::from_secs(
+                r.positive("SCHEDULER_RECONCILE_INTERVAL_SECONDS", 30)?
+                    .into(),
+            ),
+            leader_lease_ttl: Duration::from_secs(
+                r.positive("SCHEDULER_LEADER_LEASE_TTL_SECONDS", 15)?.into(),
+            ),
+            lead_time_minutes: r.positive("SCHEDULER_LEAD_TIME_MINUTES", 35)?,
+        };
+        let controller = ControllerSettings {
+            enabled: r.boolean("CONTROLLER_ENABLED", true)?,
+            reconcile_interval: Duration::from_secs(
+                r.positive("CONTROLLER_RECONCILE_INTERVAL_SECONDS", 30)?
+                    .into(),
+            ),
+            scale_down_grace_minutes: r
+                .positive("CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES", 30)?,
+        };
+        let mongodb_uri = match r.raw("MONGODB_URI") {
+            None => None,
+            Some(v) if v.starts_with("mongodb://") || v.starts_with("mongodb+srv://") => {
+                Some(SecretUri::new(v))
+            }
+            Some(v) => {
+                return Err(r.invalid("MONGODB_URI", "a mongodb:// or mongodb+srv:// URI", v))
+            }
+        };
+        let http_addr = {
+            let v = r.string("CCM_HTTP_ADDR", "127.0.0.1:8080");
+            v.parse::<SocketAddr>().map_err(|_| {
+                r.invalid(
+                    "CCM_HTTP_ADDR",
+                    "a socket address such as 127.0.0.1:8080",
+                    &v,
+                )
+            })?
+        };
+        let backend = match r.raw("CCM_BACKEND").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("embedded") | Some("memory") => Backend::Embedded,
+            Some("etcd") => Backend::Etcd,
+            Some(_) => {
+                let v = r.raw("CCM_BACKEND").unwrap_or_default();
+                return Err(r.invalid("CCM_BACKEND", "one of: embedded, etcd", v));
+            }
+        };
+        Ok(Settings {
+            etcd,
+            artifacts,
+            scheduler,
+            controller,
+            worker_templates_path: PathBuf::from(r.string(
+                "WORKER_TEMPLATES_CONFIG_PATH",
+                "config/worker-templates.yaml",
+            )),
+            cloudevents_sink_url: r.url("CLOUDEVENTS_SINK_URL", None)?.map(SecretUri::new),
+            cloudevents_source: r.string("CLOUDEVENTS_SOURCE", "ccm"),
+            mongodb_uri,
+            mongodb_database: r.string("MONGODB_DATABASE", "ccm"),
+            http_addr,
+            backend,
+            candidate_id: r
+                .optional("CCM_CANDIDATE_ID")
+                .unwrap_or_else(|| format!("ccm-{}", std::process::id())),
+        })
+    }
+
+    /// Settings from the process environment over a `.env` file (when `dotenv` exists;
+    /// a missing file is fine, an unreadable or malformed one is an error naming it).
+    pub fn load(dotenv: Option<&Path>) -> Result<Settings, SettingsError> {
+        Settings::from_vars(&merge_vars(dotenv, std::env::vars())?)
+    }
+}
+
+/// The variables of a `.env` file overlaid by `env` (the environment wins).
+fn merge_vars(
+    dotenv: Option<&Path>,
+    env: impl Iterator<Item = (String, String)>,
+) -> Result<HashMap<String, String>, SettingsError> {
+    let mut vars = HashMap::new();
+    if let Some(path) = dotenv.filter(|p| p.exists()) {
+        let file = path.display().to_string();
+        let iter = dotenvy::from_path_iter(path).map_err(|e| SettingsError::DotEnv {
+            file: file.clone(),
+            message: dotenv_message(&e),
+        })?;
+        for item in iter {
+            let (k, v) = item.map_err(|e| SettingsError::DotEnv {
+                file: file.clone(),
+                message: dotenv_message(&e),
+            })?;
+            vars.insert(k, v);
+        }
+    }
+    vars.extend(env);
+    Ok(vars)
+}
+
+/// A `.env` parse error without echoing the offending line (it may hold a secret).
+fn dotenv_message(e: &dotenvy::Error) -> String {
+    match e {
+        dotenvy::Error::LineParse(_, index) => {
+            format!("cannot parse the line at character {index}")
+        }
+        dotenvy::Error::Io(io) => io.to_string(),
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_match_prerequisites() {
+        let s = Settings::from_vars(&HashMap::new()).unwrap();
+        assert_eq!(s.etcd.host, "localhost");
+        assert_eq!(s.etcd.port, 2379);
+        assert_eq!(
+            s.etcd.endpoints(),
+            vec!["http://localhost:2379".to_string()]
+        );
+        assert_eq!(s.etcd.username, None);
+        assert_eq!(s.etcd.prefix, "/ccm");
+        assert_eq!(s.artifacts.endpoint, "http://localhost:9000");
+        assert_eq!(s.artifacts.access_key, "minioadmin");
+        assert_eq!(s.artifacts.secret_key.expose(), "minioadmin");
+        assert_eq!(s.artifacts.bucket, "lablet-artifacts");
+        assert_eq!(s.artifacts.region, "us-east-1");
+        assert!(!s.artifacts.use_ssl);
+        assert!(s.scheduler.enabled);
+        assert_eq!(s.scheduler.reconcile_interval, Duration::from_secs(30));
+        assert_eq!(s.scheduler.leader_lease_ttl, Duration::from_secs(15));
+        assert_eq!(s.scheduler.lead_time_minutes, 35);
+        assert!(s.controller.enabled);
+        assert_eq!(s.controller.reconcile_interval, Duration::from_secs(30));
+        assert_eq!(s.controller.scale_down_grace_minutes, 30);
+        assert_eq!(
+            s.worker_templates_path,
+            PathBuf::from("config/worker-templates.yaml")
+        );
+        assert_eq!(s.cloudevents_sink_url, None);
+        assert_eq!(s.cloudevents_source, "ccm");
+        assert_eq!(s.mongodb_uri, None);
+        assert_eq!(s.mongodb_database, "ccm");
+        assert_eq!(s.http_addr, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.backend, Backend::Embedded);
+    }
+
+    #[test]
+    fn values_are_parsed() {
+        let s = Settings::from_vars(&vars(&[
+            ("ETCD_HOST", "etcd"),
+            ("ETCD_PORT", "23790"),
+            ("ETCD_USERNAME", "root"),
+            ("ETCD_PASSWORD", "pw"),
+            ("ETCD_CA_CERT", "/tls/ca.pem"),
+            ("ETCD_CERT_CERT", "/tls/client.pem"),
+            ("ETCD_CERT_KEY", "/tls/client-key.pem"),
+            ("ARTIFACT_STORAGE_USE_SSL", "TRUE"),
+            ("SCHEDULER_ENABLED", "no"),
+            ("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "5"),
+            ("CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES", "45"),
+            ("MONGODB_URI", "mongodb://u:p@db:27017/"),
+            ("CCM_HTTP_ADDR", "0.0.0.0:9090"),
+            ("CCM_BACKEND", "etcd"),
+            ("CCM_CANDIDATE_ID", "node-a"),
+        ]))
+        .unwrap();
+        assert_eq!(s.etcd.endpoints(), vec!["https://etcd:23790".to_string()]);
+        assert_eq!(s.etcd.password.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(s.etcd.client_cert, Some(PathBuf::from("/tls/client.pem")));
+        assert_eq!(
+            s.etcd.client_key,
+            Some(PathBuf::from("/tls/client-key.pem"))
+        );
+        assert!(s.artifacts.use_ssl);
+        assert!(!s.scheduler.enabled);
+        assert_eq!(s.scheduler.reconcile_interval, Duration::from_secs(5));
+        assert_eq!(s.controller.scale_down_grace_minutes, 45);
+        assert_eq!(
+            s.mongodb_uri.as_ref().map(SecretUri::expose),
+            Some("mongodb://u:p@db:27017/")
+        );
+        assert_eq!(s.http_addr.port(), 9090);
+        assert_eq!(s.backend, Backend::Etcd);
+        assert_eq!(s.candidate_id, "node-a");
+    }
+
+    #[test]
+    fn endpoints_override_host_and_port() {
+        let s = Settings::from_vars(&vars(&[(
+            "CCM_ETCD_ENDPOINTS",
+            "http://a:1, http://b:2,,http://c:3",
+        )]))
+        .unwrap();
+        assert_eq!(
+            s.etcd.endpoints(),
+            vec!["http://a:1", "http://b:2", "http://c:3"]
+        );
+        let e = Settings::from_vars(&vars(&[("CCM_ETCD_ENDPOINTS", "a:1")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("CCM_ETCD_ENDPOINTS: expected"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn empty_values_count_as_unset() {
+        let s = Settings::from_vars(&vars(&[("ETCD_PORT", ""), ("ETCD_USERNAME", "  ")])).unwrap();
+        assert_eq!(s.etcd.port, 2379);
+        assert_eq!(s.etcd.username, None);
+    }
+
+    #[test]
+    fn bad_values_name_the_variable_and_the_expectation() {
+        let cases = [
+            (
+                "SCHEDULER_RECONCILE_INTERVAL_SECONDS",
+                "abc",
+                "SCHEDULER_RECONCILE_INTERVAL_SECONDS: expected a positive integer, got \"abc\"",
+            ),
+            (
+                "SCHEDULER_LEADER_LEASE_TTL_SECONDS",
+                "0",
+                "SCHEDULER_LEADER_LEASE_TTL_SECONDS: expected a positive integer, got \"0\"",
+            ),
+            (
+                "ETCD_PORT",
+                "70000",
+                "ETCD_PORT: expected a TCP port (1-65535), got \"70000\"",
+            ),
+            (
+                "CONTROLLER_ENABLED",
+                "maybe",
+                "CONTROLLER_ENABLED: expected a boolean (true/false, 1/0, yes/no, on/off), got \"maybe\"",
+            ),
+            (
+                "CCM_BACKEND",
+                "zookeeper",
+                "CCM_BACKEND: expected one of: embedded, etcd, got \"zookeeper\"",
+            ),
+            (
+                "CCM_HTTP_ADDR",
+                "localhost",
+                "CCM_HTTP_ADDR: expected a socket address such as 127.0.0.1:8080, got \"localhost\"",
+            ),
+            (
+                "ARTIFACT_STORAGE_ENDPOINT",
+                "minio:9000",
+                "ARTIFACT_STORAGE_ENDPOINT: expected an http:// or https:// URL, got \"minio:9000\"",
+            ),
+        ];
+        for (var, value, message) in cases {
+            let e = Settings::from_vars(&vars(&[(var, value)])).unwrap_err();
+            assert_eq!(e.to_string(), message);
+        }
+    }
+
+    #[test]
+    fn half_configured_pairs_are_rejected() {
+        let e = Settings::from_vars(&vars(&[("ETCD_CERT_CERT", "/c.pem")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("ETCD_CERT_KEY: expected a path"),
+            "{e}"
+        );
+        let e = Settings::from_vars(&vars(&[("ETCD_USERNAME", "root")])).unwrap_err();
+        assert!(e.to_string().starts_with("ETCD_PASSWORD: expected"), "{e}");
+        assert!(e.to_string().ends_with("got nothing"), "{e}");
+    }
+
+    #[test]
+    fn secrets_are_redacted_in_debug() {
+        let s = Settings::from_vars(&vars(&[
+            ("ETCD_USERNAME", "root"),
+            ("ETCD_PASSWORD", "etcd-pass-123"),
+            ("ARTIFACT_STORAGE_SECRET_KEY", "s3-secret-456"),
+            (
+                "MONGODB_URI",
+                "mongodb://admin:mongo-pass-789@db:27017/?authSource=admin",
+            ),
+            (
+                "CLOUDEVENTS_SINK_URL",
+                "https://bot:sink-pass-000@sink.example/events",
+            ),
+        ]))
+        .unwrap();
+        let debug = format!("{s:?}");
+        for secret in [
+            "etcd-pass-123",
+            "s3-secret-456",
+            "mongo-pass-789",
+            "sink-pass-000",
+        ] {
+            assert!(!debug.contains(secret), "{secret} leaked in {debug}");
+        }
+        assert!(
+            debug.contains("mongodb://admin:***@db:27017/?authSource=admin"),
+            "{debug}"
+        );
+        assert!(debug.contains("root"), "usernames are not secret: {debug}");
+    }
+
+    #[test]
+    fn secret_values_are_not_echoed_in_errors() {
+        let e =
+            Settings::from_vars(&vars(&[("MONGODB_URI", "postgres://u:topsecret@h")])).unwrap_err();
+        let m = e.to_string();
+        assert!(m.starts_with("MONGODB_URI: expected a mongodb://"), "{m}");
+        assert!(!m.contains("topsecret"), "{m}");
+    }
+
+    #[test]
+    fn env_example_lists_every_variable() {
+        let example = include_str!("../../.env.example");
+        for var in VARIABLES {
+            assert!(
+                example.lines().any(|l| l.starts_with(&format!("{var}="))),
+                ".env.example lacks {var}"
+            );
+        }
+        // And every variable it sets is one ccm reads.
+        for l in example
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.contains('='))
+        {
+            let var = l.split('=').next().unwrap_or_default();
+            assert!(
+                VARIABLES.contains(&var),
+                "{var} in .env.example is not read by ccm"
+            );
+        }
+    }
+
+    #[test]
+    fn redact_uri_cases() {
+        assert_eq!(redact_uri("mongodb://h:1/db"), "mongodb://h:1/db");
+        assert_eq!(redact_uri("mongodb://u:p@h:1/db"), "mongodb://u:***@h:1/db");
+        assert_eq!(redact_uri("mongodb://u@h/"), "mongodb://u@h/");
+        assert_eq!(redact_uri("http://u:p@w@h/x?y=@"), "http://u:***@h/x?y=@");
+        assert_eq!(redact_uri("not a uri"), "not a uri");
+    }
+
+    #[test]
+    fn dotenv_file_is_read_and_environment_wins() {
+        let dir = std::env::temp_dir().join(format!("ccm-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join(".env");
+        std::fs::write(
+            &file,
+            "# comment\nCLOUDEVENTS_SOURCE=from-dotenv\nMONGODB_DATABASE=dotdb\n",
+        )
+        .unwrap();
+        let env = vec![("MONGODB_DATABASE".to_string(), "envdb".to_string())];
+        let s = Settings::from_vars(&merge_vars(Some(&file), env.into_iter()).unwrap()).unwrap();
+        assert_eq!(s.cloudevents_source, "from-dotenv");
+        assert_eq!(s.mongodb_database, "envdb");
+        std::fs::write(&file, "GOOD=1\nthis line is bad\n").unwrap();
+        let e = merge_vars(Some(&file), std::iter::empty()).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&file.display().to_string()),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+        // A missing file is fine.
+        assert!(
+            merge_vars(Some(&dir.join("missing.env")), std::iter::empty())
+                .unwrap()
+                .is_empty()
+        );
+    }
+}

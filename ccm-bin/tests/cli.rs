@@ -1,0 +1,393 @@
+//! The built `ccm` binary, run as a user would: help, the demo and its report, settings
+//! errors, `serve --embedded` with its HTTP endpoints and SIGTERM, and `validate-prereqs`
+//! against the real test servers (env vars CCM_TEST_*) and against a closed port.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `ccm` with a clean environment (no settings leak in from the caller) run from the repo root.
+fn ccm() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ccm"));
+    c.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "warn")
+        .current_dir(root())
+        .args(["--env-file", "/nonexistent/ccm.env"]);
+    c
+}
+
+fn text(o: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&o.stdout).into_owned(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+fn need(var: &str) -> String {
+    std::env::var(var).unwrap_or_else(|_| {
+        panic!("{var} is not set: start the test servers with `bash scripts/services.sh start` and `source .ci-work/run/env` (or run `bash scripts/test.sh`)")
+    })
+}
+
+/// The number after `label` on the report line that contains it.
+fn number_after(out: &str, label: &str) -> f64 {
+    let line = out
+        .lines()
+        .find(|l| l.contains(label))
+        .unwrap_or_else(|| panic!("no line with {label:?} in\n{out}"));
+    let rest = &line[line.find(label).unwrap_or(0) + label.len()..];
+    let num: String = rest
+        .trim_start_matches([' ', '$'])
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    num.parse()
+        .unwrap_or_else(|_| panic!("no number after {label:?} in {line:?}"))
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let o = ccm().arg("--help").output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    for cmd in ["demo", "plan", "serve", "validate-prereqs", "templates"] {
+        assert!(out.contains(cmd), "--help does not mention {cmd}:\n{out}");
+    }
+}
+
+#[test]
+fn demo_serves_every_session_of_the_small_scenario_and_reports_cost() {
+    let o = ccm()
+        .args(["demo", "--scenario", "config/scenarios/small.yaml"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
+    // The story: launches, bindings, drains and stops as they happen.
+    for word in ["  launch  ", "  bound   ", "  drain   ", "  stop    "] {
+        assert!(out.contains(word), "no {word:?} line in\n{out}");
+    }
+    let line = out
+        .lines()
+        .find(|l| l.contains("sessions served:"))
+        .unwrap_or_else(|| panic!("no report in\n{out}"));
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    let (served, total) = (nums[0], nums[1]);
+    assert!(total >= 10, "{line}");
+    assert_eq!(served, total, "{line}");
+    assert_eq!(number_after(&out, "bindings:") as u64, total, "{out}");
+    let hours = number_after(&out, "worker-hours:");
+    let cost = number_after(&out, "cost:");
+    let bound = number_after(&out, "lower bound");
+    assert!(hours > 0.0 && cost > 0.0 && bound > 0.0, "{out}");
+    assert!(
+        cost >= bound * 0.999,
+        "the loops cannot beat the lower bound: {out}"
+    );
+}
+
+#[test]
+fn a_bad_setting_names_the_variable() {
+    let o = ccm()
+        .env("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "abc")
+        .args(["serve", "--embedded"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(
+        err.contains(
+            "SCHEDULER_RECONCILE_INTERVAL_SECONDS: expected a positive integer, got \"abc\""
+        ),
+        "{err}"
+    );
+    let o = ccm()
+        .env("ETCD_USERNAME", "root")
+        .env("ETCD_PASSWORD", "hunter2-secret")
+        .env("MONGODB_URI", "redis://u:hunter2-secret@h")
+        .arg("validate-prereqs")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success());
+    assert!(err.contains("MONGODB_URI: expected"), "{err}");
+    assert!(
+        !out.contains("hunter2") && !err.contains("hunter2"),
+        "secret printed:\n{out}\n{err}"
+    );
+}
+
+#[test]
+fn a_dotenv_file_is_read_and_the_environment_wins() {
+    let dir = std::env::temp_dir().join(format!("ccm-cli-dotenv-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join(".env");
+    std::fs::write(&file, "CONTROLLER_ENABLED=perhaps\nETCD_PORT=12\n").unwrap();
+    let o = ccm()
+        .args(["--env-file", file.to_str().unwrap(), "serve", "--embedded"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("CONTROLLER_ENABLED: expected a boolean"),
+        "{err}"
+    );
+    let o = ccm()
+        .env("CONTROLLER_ENABLED", "false")
+        .env("ETCD_PORT", "not-a-port")
+        .args(["--env-file", file.to_str().unwrap(), "serve", "--embedded"])
+        .output()
+        .unwrap();
+    let (_, err) = text(&o);
+    assert!(
+        err.contains("ETCD_PORT: expected a TCP port"),
+        "environment should win: {err}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: ccm\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).unwrap();
+    let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (code, body)
+}
+
+struct Killed(Child);
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn serve_embedded_answers_health_and_stops_on_sigterm() {
+    let child = ccm()
+        .env("CCM_HTTP_ADDR", "127.0.0.1:0")
+        .env("CCM_CANDIDATE_ID", "cli-test")
+        .env("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "1")
+        .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1")
+        .args(["serve", "--embedded"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    let addr: SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    assert!(first.contains("candidate cli-test"), "{first}");
+    let (code, body) = http_get(addr, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    // Alone, this process wins both elections.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let ready = loop {
+        let (code, body) = http_get(addr, "/readyz");
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        if code == 200
+            && v["loops"]["scheduler"]["is_leader"] == true
+            && v["loops"]["controller"]["is_leader"] == true
+        {
+            break v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not ready and leading: {code} {body}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(ready["backend"], "embedded");
+    let (code, metrics) = http_get(addr, "/metrics");
+    assert_eq!(code, 200);
+    for family in [
+        "ccm_bindings_total 0",
+        "ccm_is_leader{loop=\"scheduler\"} 1",
+        "ccm_loop_last_duration_seconds{loop=\"controller\"}",
+        "ccm_ready 1",
+    ] {
+        assert!(metrics.contains(family), "no {family} in\n{metrics}");
+    }
+    let pid = child.0.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.0.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ccm serve did not stop on SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status:?}");
+    let mut rest = String::new();
+    stdout.read_to_string(&mut rest).unwrap();
+    assert!(rest.contains("leadership resigned"), "{rest}");
+    assert!(
+        TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_err(),
+        "HTTP still up"
+    );
+}
+
+/// Creates an S3 bucket on the test server with the venv's boto3.
+fn create_bucket(endpoint: &str, bucket: &str) {
+    let py = need("CCM_TEST_PYTHON");
+    let script = format!(
+        "import boto3\ns3 = boto3.client('s3', endpoint_url='{endpoint}', aws_access_key_id='test', aws_secret_access_key='test', region_name='us-east-1')\ntry:\n    s3.create_bucket(Bucket='{bucket}')\nexcept s3.exceptions.BucketAlreadyOwnedByYou:\n    pass\n"
+    );
+    let o = Command::new(py).args(["-c", &script]).output().unwrap();
+    assert!(
+        o.status.success(),
+        "create bucket: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}
+
+#[test]
+fn validate_prereqs_passes_against_the_test_servers() {
+    let etcd = need("CCM_TEST_ETCD");
+    let s3 = need("CCM_TEST_S3_ENDPOINT");
+    let mongo = need("CCM_TEST_MONGODB_URI");
+    create_bucket(&s3, "ccm-validate-test");
+    let o = ccm()
+        .env("CCM_ETCD_ENDPOINTS", &etcd)
+        .env("ARTIFACT_STORAGE_ENDPOINT", &s3)
+        .env("ARTIFACT_STORAGE_BUCKET", "ccm-validate-test")
+        .env("MONGODB_URI", &mongo)
+        .arg("validate-prereqs")
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    for name in ["etcd", "S3/MinIO", "MongoDB"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("✓") && l.contains(name)),
+            "no ✓ line for {name}:\n{out}"
+        );
+    }
+    assert!(!out.contains('✗'), "{out}");
+    assert!(out.contains("ccm does not use Redis"), "{out}");
+
+    // A bucket that does not exist is a clear failure.
+    let o = ccm()
+        .env("CCM_ETCD_ENDPOINTS", &etcd)
+        .env("ARTIFACT_STORAGE_ENDPOINT", &s3)
+        .env("ARTIFACT_STORAGE_BUCKET", "ccm-no-such-bucket")
+        .env("MONGODB_URI", &mongo)
+        .arg("validate-prereqs")
+        .output()
+        .unwrap();
+    let (out, _) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with("✗")
+            && l.contains("ccm-no-such-bucket")
+            && l.contains("does not exist")),
+        "{out}"
+    );
+}
+
+#[test]
+fn validate_prereqs_fails_on_a_closed_port() {
+    let port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let started = Instant::now();
+    let o = ccm()
+        .env("CCM_ETCD_ENDPOINTS", format!("http://127.0.0.1:{port}"))
+        .env(
+            "ARTIFACT_STORAGE_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        )
+        .env(
+            "MONGODB_URI",
+            format!("mongodb://admin:pw-not-shown@127.0.0.1:{port}/?directConnection=true"),
+        )
+        .args(["validate-prereqs", "--timeout", "2"])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}\n{err}");
+    for name in ["etcd", "S3/MinIO", "MongoDB"] {
+        assert!(
+            out.lines().any(|l| l.starts_with("✗") && l.contains(name)),
+            "no ✗ line for {name}:\n{out}"
+        );
+    }
+    assert!(out.contains("3 of 3 prerequisites failed"), "{out}");
+    assert!(
+        !out.contains("pw-not-shown") && !err.contains("pw-not-shown"),
+        "{out}\n{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "checks must be bounded"
+    );
+}
+
+#[test]
+fn templates_seed_creates_then_keeps_in_mongodb() {
+    let mongo = need("CCM_TEST_MONGODB_URI");
+    let db = format!("ccm_cli_seed_{}", std::process::id());
+    let seed = || {
+        let o = ccm()
+            .env("MONGODB_URI", &mongo)
+            .env("MONGODB_DATABASE", &db)
+            .args(["templates", "seed"])
+            .output()
+            .unwrap();
+        let (out, err) = text(&o);
+        assert!(o.status.success(), "{out}\n{err}");
+        out
+    };
+    let first = seed();
+    assert!(first.contains("created personal-standard"), "{first}");
+    assert!(first.contains("2 created, 0 kept"), "{first}");
+    let second = seed();
+    assert!(second.contains("kept    enterprise-large"), "{second}");
+    assert!(second.contains("0 created, 2 kept"), "{second}");
+    // Without MONGODB_URI the in-memory store is seeded (and says so).
+    let o = ccm().args(["templates", "seed"]).output().unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        out.contains("in-memory") && out.contains("2 created"),
+        "{out}"
+    );
+}
