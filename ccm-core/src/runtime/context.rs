@@ -8,8 +8,8 @@ use super::settings::RuntimeSettings;
 use super::RuntimeError;
 use crate::definition::LabletDefinition;
 use crate::store::{
-    Clock, Compare, EventError, EventSink, Fence, Revision, SpecStore, StateStore, Txn,
-    TxnOp, TxnOpResponse,
+    Clock, Compare, EventError, EventSink, Fence, Revision, SpecStore, StateStore, Txn, TxnOp,
+    TxnOpResponse,
 };
 use crate::timeslot::Timestamp;
 use std::collections::BTreeMap;
