@@ -131,9 +131,9 @@ struct TemplateFile {
     templates: Vec<WorkerTemplate>,
 }
 
-/// A templates file that could not be loaded: names the file, line and field.
+/// A YAML file (templates, scenario) that could not be loaded: names the file, line and field.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct TemplateError {
+pub struct FileError {
     /// The file (or `<inline>`).
     pub file: String,
     /// 1-based line, when known.
@@ -144,7 +144,10 @@ pub struct TemplateError {
     pub message: String,
 }
 
-impl fmt::Display for TemplateError {
+/// A templates file that could not be loaded.
+pub type TemplateError = FileError;
+
+impl fmt::Display for FileError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.file)?;
         if let Some(l) = self.line {
@@ -155,6 +158,32 @@ impl fmt::Display for TemplateError {
         }
         write!(f, ": {}", self.message)
     }
+}
+
+/// Deserializes YAML text with serde_norway, turning a failure into a [`FileError`] that names
+/// `file`, the line and the field path (via serde_path_to_error).
+pub fn from_yaml_str<T: serde::de::DeserializeOwned>(
+    text: &str,
+    file: &str,
+) -> Result<T, FileError> {
+    let de = serde_norway::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let line = inner.location().map(|l| l.line());
+        let message = inner.to_string();
+        // serde_norway appends " at line X column Y"; the line is printed separately.
+        let message = match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        FileError {
+            file: file.to_string(),
+            line,
+            field: (path != "." && !path.is_empty()).then_some(path),
+            message,
+        }
+    })
 }
 
 /// Reads and validates a templates file.
@@ -177,28 +206,7 @@ pub fn load_templates_file(path: &Path) -> Result<Vec<WorkerTemplate>, TemplateE
 /// assert_eq!(t[0].startup_minutes, 20);
 /// ```
 pub fn parse_templates(text: &str, file: &str) -> Result<Vec<WorkerTemplate>, TemplateError> {
-    let de = serde_norway::Deserializer::from_str(text);
-    let parsed: Result<TemplateFile, _> = serde_path_to_error::deserialize(de);
-    let file_val = match parsed {
-        Ok(v) => v,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.location().map(|l| l.line());
-            let message = inner.to_string();
-            // serde_norway appends " at line X column Y"; keep the message short since we print the line.
-            let message = match message.find(" at line ") {
-                Some(i) => message[..i].to_string(),
-                None => message,
-            };
-            return Err(TemplateError {
-                file: file.to_string(),
-                line,
-                field: (path != "." && !path.is_empty()).then_some(path),
-                message,
-            });
-        }
-    };
+    let file_val: TemplateFile = from_yaml_str(text, file)?;
     validate_templates(&file_val.templates, text, file)?;
     Ok(file_val.templates)
 }

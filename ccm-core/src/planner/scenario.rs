@@ -50,34 +50,10 @@ use crate::worker::{Worker, WorkerState};
 use chrono::Duration;
 use serde::Deserialize;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::path::Path;
 
 /// A scenario file that could not be loaded: names the file, line and field.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-pub struct ScenarioError {
-    /// The file.
-    pub file: String,
-    /// 1-based line, when known.
-    pub line: Option<usize>,
-    /// Field path such as `sessions[3].definition`.
-    pub field: Option<String>,
-    /// What is wrong.
-    pub message: String,
-}
-
-impl fmt::Display for ScenarioError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(l) = self.line {
-            write!(f, ":{l}")?;
-        }
-        if let Some(field) = &self.field {
-            write!(f, ": field `{field}`")?;
-        }
-        write!(f, ": {}", self.message)
-    }
-}
+pub type ScenarioError = crate::template::FileError;
 
 fn v100() -> semver::Version {
     semver::Version::new(1, 0, 0)
@@ -328,27 +304,7 @@ pub fn parse_scenario(
     file: &str,
     base: Option<&Path>,
 ) -> Result<Scenario, ScenarioError> {
-    let de = serde_norway::Deserializer::from_str(text);
-    let parsed: Result<File, _> = serde_path_to_error::deserialize(de);
-    let f = match parsed {
-        Ok(v) => v,
-        Err(e) => {
-            let path = e.path().to_string();
-            let inner = e.into_inner();
-            let line = inner.location().map(|l| l.line());
-            let message = inner.to_string();
-            let message = match message.find(" at line ") {
-                Some(i) => message[..i].to_string(),
-                None => message,
-            };
-            return Err(ScenarioError {
-                file: file.to_string(),
-                line,
-                field: (path != "." && !path.is_empty()).then_some(path),
-                message,
-            });
-        }
-    };
+    let f: File = crate::template::from_yaml_str(text, file)?;
     let err = |field: String, message: String| ScenarioError {
         file: file.to_string(),
         line: locate(text, &field),
