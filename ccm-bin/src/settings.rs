@@ -4,6 +4,7 @@
 //! A bad value is an error naming the variable and what was expected; secrets (passwords,
 //! secret keys, credentials inside URIs) never appear in `Debug` output, errors or logs.
 
+use ccm_core::runtime::ScalingMode;
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -183,6 +184,14 @@ pub struct ControllerSettings {
     pub reconcile_interval: Duration,
     /// `CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES` (default 30).
     pub scale_down_grace_minutes: u32,
+    /// `CONTROLLER_SCALING_POLICY`: `planner` (default) or `reactive` (ccm's addition).
+    pub scaling: ScalingMode,
+    /// `CONTROLLER_MIN_WARM_WORKERS` (default 0; ccm's addition).
+    pub min_warm_workers: u32,
+    /// `CONTROLLER_COOLDOWN_MINUTES` (default 10; ccm's addition).
+    pub cooldown_minutes: u32,
+    /// `CONTROLLER_PLAN_HORIZON_HOURS` (default 24; ccm's addition).
+    pub plan_horizon_hours: u32,
 }
 
 /// Every setting of ccm.
@@ -237,6 +246,10 @@ const VARIABLES: &[&str] = &[
     "CONTROLLER_ENABLED",
     "CONTROLLER_RECONCILE_INTERVAL_SECONDS",
     "CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES",
+    "CONTROLLER_SCALING_POLICY",
+    "CONTROLLER_MIN_WARM_WORKERS",
+    "CONTROLLER_COOLDOWN_MINUTES",
+    "CONTROLLER_PLAN_HORIZON_HOURS",
     "WORKER_TEMPLATES_CONFIG_PATH",
     "CLOUDEVENTS_SINK_URL",
     "CLOUDEVENTS_SOURCE",
@@ -312,6 +325,15 @@ impl Reader<'_> {
                 Ok(n) if n > 0 => Ok(n),
                 _ => Err(self.invalid(var, "a positive integer", v)),
             },
+        }
+    }
+
+    fn natural(&self, var: &str, default: u32) -> Result<u32, SettingsError> {
+        match self.raw(var) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<u32>()
+                .map_err(|_| self.invalid(var, "a whole number (0 or more)", v)),
         }
     }
 
@@ -435,6 +457,15 @@ impl Settings {
             ),
             scale_down_grace_minutes: r
                 .positive("CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES", 30)?,
+            scaling: match r.raw("CONTROLLER_SCALING_POLICY") {
+                None => ScalingMode::Planner,
+                Some(v) => v.parse().map_err(|_| {
+                    r.invalid("CONTROLLER_SCALING_POLICY", "one of: planner, reactive", v)
+                })?,
+            },
+            min_warm_workers: r.natural("CONTROLLER_MIN_WARM_WORKERS", 0)?,
+            cooldown_minutes: r.natural("CONTROLLER_COOLDOWN_MINUTES", 10)?,
+            plan_horizon_hours: r.positive("CONTROLLER_PLAN_HORIZON_HOURS", 24)?,
         };
         let mongodb_uri = match r.raw("MONGODB_URI") {
             None => None,
@@ -561,6 +592,15 @@ mod tests {
         assert!(s.controller.enabled);
         assert_eq!(s.controller.reconcile_interval, Duration::from_secs(30));
         assert_eq!(s.controller.scale_down_grace_minutes, 30);
+        assert_eq!(s.controller.scaling, ScalingMode::Planner);
+        assert_eq!(
+            (
+                s.controller.min_warm_workers,
+                s.controller.cooldown_minutes,
+                s.controller.plan_horizon_hours
+            ),
+            (0, 10, 24)
+        );
         assert_eq!(
             s.worker_templates_path,
             PathBuf::from("config/worker-templates.yaml")
@@ -587,6 +627,10 @@ mod tests {
             ("SCHEDULER_ENABLED", "no"),
             ("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "5"),
             ("CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES", "45"),
+            ("CONTROLLER_SCALING_POLICY", "Reactive"),
+            ("CONTROLLER_MIN_WARM_WORKERS", "0"),
+            ("CONTROLLER_COOLDOWN_MINUTES", "0"),
+            ("CONTROLLER_PLAN_HORIZON_HOURS", "48"),
             ("MONGODB_URI", "mongodb://u:p@db:27017/"),
             ("CCM_HTTP_ADDR", "0.0.0.0:9090"),
             ("CCM_BACKEND", "etcd"),
@@ -604,6 +648,15 @@ mod tests {
         assert!(!s.scheduler.enabled);
         assert_eq!(s.scheduler.reconcile_interval, Duration::from_secs(5));
         assert_eq!(s.controller.scale_down_grace_minutes, 45);
+        assert_eq!(s.controller.scaling, ScalingMode::Reactive);
+        assert_eq!(
+            (
+                s.controller.min_warm_workers,
+                s.controller.cooldown_minutes,
+                s.controller.plan_horizon_hours
+            ),
+            (0, 0, 48)
+        );
         assert_eq!(
             s.mongodb_uri.as_ref().map(SecretUri::expose),
             Some("mongodb://u:p@db:27017/")
@@ -660,6 +713,16 @@ mod tests {
                 "CONTROLLER_ENABLED",
                 "maybe",
                 "CONTROLLER_ENABLED: expected a boolean (true/false, 1/0, yes/no, on/off), got \"maybe\"",
+            ),
+            (
+                "CONTROLLER_SCALING_POLICY",
+                "greedy",
+                "CONTROLLER_SCALING_POLICY: expected one of: planner, reactive, got \"greedy\"",
+            ),
+            (
+                "CONTROLLER_MIN_WARM_WORKERS",
+                "-1",
+                "CONTROLLER_MIN_WARM_WORKERS: expected a whole number (0 or more), got \"-1\"",
             ),
             (
                 "CCM_BACKEND",

@@ -97,6 +97,47 @@ fn demo_serves_every_session_of_the_small_scenario_and_reports_cost() {
     );
 }
 
+/// The demo's cost on the small scenario under `--scaling mode`.
+fn small_demo_cost(mode: &str) -> (f64, String) {
+    let o = ccm()
+        .args([
+            "demo",
+            "--quiet",
+            "--scenario",
+            "config/scenarios/small.yaml",
+            "--scaling",
+            mode,
+        ])
+        .output()
+        .unwrap();
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "demo failed:\n{out}\n{err}");
+    (number_after(&out, "cost:"), out)
+}
+
+#[test]
+fn demo_loops_driven_by_the_planner_cost_less_than_the_reactive_rule() {
+    let (planner, out) = small_demo_cost("planner");
+    let (reactive, rout) = small_demo_cost("reactive");
+    assert!(
+        out.contains("planner scaling") && out.contains("re-planned"),
+        "{out}"
+    );
+    assert!(rout.contains("reactive scaling"), "{rout}");
+    assert!(
+        planner < reactive * 0.9,
+        "planner ${planner} vs reactive ${reactive}\n{out}\n{rout}"
+    );
+    // The loops follow the plan closely: within 5 % of one plan made at the start.
+    let plan = number_after(&out, "on the same input: ");
+    assert!(
+        planner <= plan * 1.05,
+        "loops ${planner} vs plan ${plan}\n{out}"
+    );
+    // The scenario's stopped worker is restarted rather than a new one launched for it.
+    assert!(!out.contains(" 0 restarted"), "{out}");
+}
+
 #[test]
 fn a_bad_setting_names_the_variable() {
     let o = ccm()
@@ -236,6 +277,16 @@ fn serve_embedded_answers_health_and_stops_on_sigterm() {
         "ccm_ready 1",
     ] {
         assert!(metrics.contains(family), "no {family} in\n{metrics}");
+    }
+    // Once the controller has made its first plan, its cost is exported (nothing booked: $0).
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (_, metrics) = http_get(addr, "/metrics");
+        if metrics.contains("ccm_plan_cost_usd 0\n") && metrics.contains("ccm_plans_total ") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no plan cost in\n{metrics}");
+        std::thread::sleep(Duration::from_millis(100));
     }
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")

@@ -165,6 +165,9 @@ pub struct Worker {
     /// Last time a session started or ended on it.
     #[serde(default)]
     pub last_activity_at: Option<Timestamp>,
+    /// Last time it reached STOPPED (the planner's cooldown counts from here).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stopped_at: Option<Timestamp>,
     /// Cloud instance id.
     #[serde(default)]
     pub provider_id: Option<String>,
@@ -196,6 +199,7 @@ impl Worker {
             ready_at: None,
             drain_started_at: None,
             last_activity_at: None,
+            stopped_at: None,
             provider_id: None,
         }
     }

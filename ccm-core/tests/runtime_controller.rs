@@ -1,10 +1,12 @@
 //! The controller on the simulated provider and a virtual clock: launches for due sessions
 //! (once, counting booting workers), applies provider events, requeues sessions of a lost
-//! worker, retries a refused launch, drains and stops idle workers.
+//! worker, retries a refused launch, drains and stops idle workers; the planner-driven
+//! controller launches `lead` before a slot, keeps workers with a booking within the grace,
+//! honours the cooldown and the warm minimum, and reports the plan's cost.
 
 mod runtime_common;
 
-use ccm_core::runtime::ScalingAction;
+use ccm_core::runtime::{RuntimeSettings, ScalingAction, ScalingMode};
 use ccm_core::session::SessionState;
 use ccm_core::store::StateStore;
 use ccm_core::worker::WorkerState;
@@ -145,21 +147,29 @@ async fn refused_launch_is_retried_on_the_next_pass() {
     assert_eq!(w.provider.launches(), 1);
 }
 
-#[tokio::test]
-async fn idle_worker_is_drained_then_stopped_after_the_grace() {
-    let w = World::new().await;
-    let rt = w.runtime(World::settings("a"));
-    w.add_session("s1", None).await;
-    run_for(&w, &rt, 21).await;
-    let wid = w.session("s1").await.worker_id.expect("bound");
-    // The lab ends (another component drives the session lifecycle).
-    let mut s = w.session("s1").await;
+/// Binds one ASAP session, then ends it (another component drives the lab lifecycle).
+async fn serve_and_end_one(w: &World, rt: &ccm_core::runtime::Runtime, id: &str) -> String {
+    w.add_session(id, None).await;
+    run_for(w, rt, 21).await;
+    let wid = w.session(id).await.worker_id.expect("bound");
+    let mut s = w.session(id).await;
     s.transition(SessionState::Terminated, w.clock_now(), "done")
         .unwrap();
     w.store
-        .put(&w.keys.session("s1"), serde_json::to_vec(&s).unwrap(), None)
+        .put(&w.keys.session(id), serde_json::to_vec(&s).unwrap(), None)
         .await
         .unwrap();
+    wid
+}
+
+#[tokio::test]
+async fn reactive_rule_drains_an_idle_worker_only_after_the_grace() {
+    let w = World::new().await;
+    let rt = w.runtime(RuntimeSettings {
+        scaling: ScalingMode::Reactive,
+        ..World::settings("a")
+    });
+    let wid = serve_and_end_one(&w, &rt, "s1").await;
     run_for(&w, &rt, 20).await;
     assert_eq!(
         w.worker(&wid).await.unwrap().state,
@@ -175,11 +185,7 @@ async fn idle_worker_is_drained_then_stopped_after_the_grace() {
     );
     let m = rt.metrics();
     assert_eq!((m.drains_total, m.stops_total), (1, 1));
-    assert!(w
-        .events
-        .types()
-        .iter()
-        .any(|t| t == "ccm.scaling.down.completed"));
+    assert_eq!(m.plans_total, 0, "the reactive rule makes no plan");
     // A new due session restarts the stopped worker instead of launching another.
     w.add_session("s2", None).await;
     run_for(&w, &rt, 21).await;
@@ -188,4 +194,150 @@ async fn idle_worker_is_drained_then_stopped_after_the_grace() {
         w.session("s2").await.worker_id.as_deref(),
         Some(wid.as_str())
     );
+}
+
+#[tokio::test]
+async fn planner_keeps_a_worker_with_a_session_planned_within_the_grace() {
+    let w = World::new().await;
+    let rt = w.runtime(World::settings("a"));
+    let wid = serve_and_end_one(&w, &rt, "s1").await;
+    // The next booking starts in 25 minutes, within the 30-minute grace: the idle worker is
+    // kept for it rather than stopped (a relaunch would cost as much and risk the slot).
+    w.add_session("next", Some(w.clock_now() + Duration::minutes(25)))
+        .await;
+    run_for(&w, &rt, 10).await;
+    assert_eq!(w.worker(&wid).await.unwrap().state, WorkerState::Running);
+    run_for(&w, &rt, 20).await;
+    assert_eq!(
+        w.session("next").await.worker_id.as_deref(),
+        Some(wid.as_str()),
+        "the idle worker takes the next booking"
+    );
+    assert_eq!(w.provider.launches(), 1);
+    assert_eq!(rt.metrics().drains_total, 0);
+}
+
+#[tokio::test]
+async fn planner_drains_and_stops_an_idle_worker_with_nothing_planned_then_cools_down() {
+    let w = World::new().await;
+    let rt = w.runtime(World::settings("a"));
+    let wid = serve_and_end_one(&w, &rt, "s1").await;
+    let ended = w.clock_now();
+    // Nothing planned within the grace: drained and stopped on the next passes (no idle
+    // minutes billed for nothing).
+    run_for(&w, &rt, 2).await;
+    let wk = w.worker(&wid).await.unwrap();
+    assert_eq!(wk.state, WorkerState::Stopped);
+    let stopped_at = wk.stopped_at.expect("stop time recorded");
+    assert!(stopped_at - ended <= Duration::minutes(2));
+    let m = rt.metrics();
+    assert_eq!((m.drains_total, m.stops_total), (1, 1));
+    // A session arrives at once: the stopped worker is started again (no second launch), but
+    // not before the 10-minute cooldown since its stop.
+    w.add_session("s2", None).await;
+    let mut started_at = None;
+    for _ in 0..60 {
+        w.clock.advance(Duration::seconds(30));
+        let r = rt.step().await.unwrap();
+        let c = r.controller.unwrap();
+        if c.actions
+            .iter()
+            .any(|a| matches!(a, ScalingAction::Start { worker_id, .. } if *worker_id == wid))
+        {
+            started_at = Some(w.clock_now());
+            break;
+        }
+    }
+    let started_at = started_at.expect("restarted");
+    assert!(
+        started_at - stopped_at >= Duration::minutes(10),
+        "cooldown: stopped {stopped_at}, started {started_at}"
+    );
+    assert!(started_at - stopped_at <= Duration::minutes(11));
+    run_for(&w, &rt, 21).await;
+    assert_eq!(w.provider.launches(), 1);
+    assert_eq!(
+        w.session("s2").await.worker_id.as_deref(),
+        Some(wid.as_str())
+    );
+}
+
+#[tokio::test]
+async fn planner_keeps_the_warm_minimum_running() {
+    let w = World::new().await;
+    let rt = w.runtime(RuntimeSettings {
+        min_warm_workers: 1,
+        ..World::settings("a")
+    });
+    let wid = serve_and_end_one(&w, &rt, "s1").await;
+    run_for(&w, &rt, 90).await;
+    assert_eq!(w.worker(&wid).await.unwrap().state, WorkerState::Running);
+    assert_eq!(rt.metrics().drains_total, 0);
+}
+
+#[tokio::test]
+async fn planner_launches_lead_before_the_slot_and_reports_its_cost() {
+    let w = World::new().await;
+    let rt = w.runtime(World::settings("a"));
+    let start = w.clock_now() + Duration::hours(3);
+    for i in 0..12 {
+        w.add_session(&format!("b{i:02}"), Some(start)).await;
+    }
+    let mut launched = Vec::new();
+    let mut last_plan = None;
+    for _ in 0..(3 * 60 * 2) {
+        w.clock.advance(Duration::seconds(30));
+        let c = rt.step().await.unwrap().controller.unwrap();
+        for a in &c.actions {
+            if let ScalingAction::Launch { worker_id, .. } = a {
+                launched.push((w.clock_now(), worker_id.clone()));
+            }
+        }
+        last_plan = c.plan.clone().or(last_plan);
+    }
+    // 12 sessions of 4 cores / 2 nodes: the plan's workers, launched 35 minutes before the
+    // slot (within one 30-second pass), not earlier.
+    let p = last_plan.clone().expect("a plan every pass");
+    assert!(!launched.is_empty());
+    assert_eq!(launched.len(), p.workers, "{launched:?}");
+    for (at, _) in &launched {
+        let lead = start - *at;
+        assert!(
+            lead <= Duration::minutes(35) && lead > Duration::minutes(34),
+            "launched {lead} before the slot"
+        );
+    }
+    for i in 0..12 {
+        let s = w.session(&format!("b{i:02}")).await;
+        assert_eq!(s.state, SessionState::Scheduled, "{}", s.id);
+    }
+    assert!(
+        p.cost_usd > 0.0 && p.cost_usd + 1e-9 >= p.lower_bound_usd,
+        "{p:?}"
+    );
+    assert!(p.unserved.is_empty(), "{:?}", p.unserved);
+    let m = rt.metrics();
+    assert!(m.plans_total >= 360);
+    let text = m.to_prometheus();
+    for name in [
+        "ccm_plan_cost_usd ",
+        "ccm_plan_lower_bound_usd ",
+        "ccm_plan_sessions_unserved 0\n",
+    ] {
+        assert!(text.contains(name), "{name} missing in\n{text}");
+    }
+    // The scale-up events carry the cost of the plan that caused them.
+    let ups: Vec<_> = w
+        .events
+        .events()
+        .into_iter()
+        .filter(|e| e.event_type == "ccm.scaling.up.requested")
+        .collect();
+    assert_eq!(ups.len(), launched.len());
+    for e in &ups {
+        let cost = e.data["plan_cost_usd"]
+            .as_f64()
+            .expect("plan cost in the event");
+        assert!(cost > 0.0, "{}", e.data);
+    }
 }

@@ -18,8 +18,8 @@ async fn only_one_of_two_runtimes_schedules() {
     let w = World::new().await;
     w.add_worker("w1").await;
     w.add_worker("w2").await;
-    let a = w.runtime(World::settings("a")).spawn();
-    let b = w.runtime(World::settings("b")).spawn();
+    let a = w.runtime(World::settings_keep_fleet("a")).spawn();
+    let b = w.runtime(World::settings_keep_fleet("b")).spawn();
     eventually("a scheduler leader", || async {
         a.runtime().leadership().scheduler || b.runtime().leadership().scheduler
     })
@@ -58,12 +58,12 @@ async fn only_one_of_two_runtimes_schedules() {
 async fn crashed_leader_is_replaced_within_ttl_plus_one_interval() {
     let w = World::new().await;
     w.add_worker("w1").await;
-    let settings = World::settings("a");
+    let settings = World::settings_keep_fleet("a");
     let ttl = Duration::from_std(settings.leader_ttl).unwrap();
     let interval = Duration::from_std(settings.scheduler_interval).unwrap();
     let a = w.runtime(settings).spawn();
     eventually("a leads", || async { a.runtime().leadership().scheduler }).await;
-    let b = w.runtime(World::settings("b")).spawn();
+    let b = w.runtime(World::settings_keep_fleet("b")).spawn();
     // Let a few keep-alive rounds pass: a must keep leading.
     for _ in 0..30 {
         w.clock.advance(Duration::seconds(1));
@@ -111,11 +111,11 @@ async fn crashed_leader_is_replaced_within_ttl_plus_one_interval() {
 #[tokio::test]
 async fn resign_on_shutdown_hands_over_at_once() {
     let w = World::new().await;
-    let settings = World::settings("a");
+    let settings = World::settings_keep_fleet("a");
     let keep_alive = Duration::from_std(settings.keep_alive_every()).unwrap();
     let a = w.runtime(settings).spawn();
     eventually("a leads", || async { a.runtime().leadership().scheduler }).await;
-    let b = w.runtime(World::settings("b")).spawn();
+    let b = w.runtime(World::settings_keep_fleet("b")).spawn();
     settle().await;
     let a_rt = a.runtime().clone();
     a.shutdown().await;
@@ -145,10 +145,10 @@ async fn resign_on_shutdown_hands_over_at_once() {
 async fn deposed_leader_write_is_refused_by_the_fence() {
     let w = World::new().await;
     w.add_worker("w1").await;
-    let settings = World::settings("a");
+    let settings = World::settings_keep_fleet("a");
     let ttl = Duration::from_std(settings.leader_ttl).unwrap();
     let a = w.runtime(settings);
-    let b = w.runtime(World::settings("b"));
+    let b = w.runtime(World::settings_keep_fleet("b"));
     assert!(a.campaign_once().await.scheduler);
     assert!(!b.campaign_once().await.scheduler);
     // a stalls (no keep-alive) past its TTL; b takes over; a still believes it leads.
@@ -202,7 +202,7 @@ async fn deposed_leader_write_is_refused_by_the_fence() {
 async fn watch_binds_at_once_and_the_relist_catches_a_lost_event() {
     let w = World::new().await;
     w.add_worker("w1").await;
-    let settings = World::settings("a");
+    let settings = World::settings_keep_fleet("a");
     let interval = Duration::from_std(settings.scheduler_interval).unwrap();
     let a = w.runtime(settings).spawn();
     eventually("a leads and ran a pass", || async {

@@ -39,6 +39,10 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         scale_down_grace: chrono::Duration::minutes(i64::from(
             s.controller.scale_down_grace_minutes,
         )),
+        scaling: s.controller.scaling,
+        min_warm_workers: s.controller.min_warm_workers,
+        cooldown: chrono::Duration::minutes(i64::from(s.controller.cooldown_minutes)),
+        plan_horizon: chrono::Duration::hours(i64::from(s.controller.plan_horizon_hours)),
         ..RuntimeSettings::default()
     }
 }

@@ -106,6 +106,74 @@ impl SimulatedProvider {
         self.force(worker_id, WorkerState::Terminated)
     }
 
+    /// Takes an instance that already exists into the simulation (a fleet carried over from
+    /// before): `w` in its state, booting ones reaching RUNNING `startup_minutes` after their
+    /// launch (or from now), a stopping one STOPPED a minute from now. A DRAINING worker runs
+    /// as far as the cloud is concerned. Returns the instance's provider id.
+    ///
+    /// ```
+    /// # tokio_test_block_on(async {
+    /// use ccm_core::memory::provider::SimulatedProvider;
+    /// use ccm_core::store::{VirtualClock, WorkerProvider};
+    /// use ccm_core::worker::{Worker, WorkerState};
+    /// use ccm_core::template::parse_templates;
+    /// use chrono::{TimeZone, Utc};
+    /// use std::sync::Arc;
+    /// let clock = VirtualClock::new(Utc.with_ymd_and_hms(2026, 5, 4, 7, 0, 0).unwrap());
+    /// let cloud = SimulatedProvider::new(Arc::new(clock));
+    /// let t = parse_templates(include_str!("../../../config/worker-templates.yaml"), "seed").unwrap().remove(0);
+    /// let w = Worker::from_template("old-1", &t, "us-east-1", WorkerState::Stopped, "2.9.0".parse().unwrap(), "cml");
+    /// cloud.adopt(&w, t.startup_minutes).unwrap();
+    /// cloud.start("old-1").await.unwrap();
+    /// assert_eq!(cloud.launches(), 0, "adopted, not launched");
+    /// # });
+    /// # fn tokio_test_block_on<F: std::future::Future>(f: F) -> F::Output {
+    /// #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) }
+    /// ```
+    pub fn adopt(
+        &self,
+        w: &crate::worker::Worker,
+        startup_minutes: u32,
+    ) -> Result<String, ProviderError> {
+        let now = self.clock.now();
+        let mut g = self.lock();
+        if g.instances
+            .get(&w.id)
+            .is_some_and(|i| i.state != WorkerState::Terminated)
+        {
+            return Err(refused("adopt", &w.id, "already known"));
+        }
+        g.next_id += 1;
+        let pid = w
+            .provider_id
+            .clone()
+            .unwrap_or_else(|| format!("i-{:017x}", g.next_id));
+        let startup = Duration::minutes(i64::from(startup_minutes.max(1)));
+        let state = match w.state {
+            WorkerState::Draining => WorkerState::Running,
+            s => s,
+        };
+        g.instances.insert(
+            w.id.clone(),
+            Instance {
+                provider_id: pid.clone(),
+                state,
+                startup,
+            },
+        );
+        if state.is_coming_up() {
+            let ready = w
+                .launched_at
+                .map_or(now + startup, |l| l + startup)
+                .max(now);
+            Self::schedule(&mut g, &w.id, &pid, WorkerState::Running, ready);
+        } else if state == WorkerState::Stopping {
+            let stopped = now + Duration::minutes(SHUTDOWN_MINUTES);
+            Self::schedule(&mut g, &w.id, &pid, WorkerState::Stopped, stopped);
+        }
+        Ok(pid)
+    }
+
     /// Launches accepted so far.
     pub fn launches(&self) -> u64 {
         self.lock().launches

@@ -72,6 +72,8 @@ struct Pw {
     busy: Busy,
     on_now: bool,
     earliest: i64,
+    /// No (re)launch before this (the cooldown after a stop).
+    not_before: i64,
     draining_since: Option<i64>,
     cancel_drain: bool,
     warm: bool,
@@ -223,6 +225,7 @@ impl<'a> Ctx<'a> {
             busy: Busy::default(),
             on_now: false,
             earliest: self.now + startup,
+            not_before: self.now,
             draining_since: None,
             cancel_drain: false,
             warm: false,
@@ -341,6 +344,14 @@ pub(crate) fn run(
             .map(|&i| &input.templates[i]);
         let startup = i64::from(tpl.map_or(DEFAULT_STARTUP_MINUTES, |t| t.startup_minutes)) * 60;
         let on_now = !matches!(w.state, WorkerState::Stopped | WorkerState::Stopping);
+        // Cooldown: a worker that stopped (or is stopping now) is not started again before
+        // `cooldown_minutes` have passed since its stop.
+        let cooldown = i64::from(policy.cooldown_minutes) * 60;
+        let not_before = match w.state {
+            WorkerState::Stopping => now + cooldown,
+            WorkerState::Stopped => w.stopped_at.map_or(now, |t| (secs(t) + cooldown).max(now)),
+            _ => now,
+        };
         let earliest = match w.state {
             WorkerState::Running | WorkerState::Draining => now,
             WorkerState::Pending | WorkerState::Provisioning | WorkerState::Starting => w
@@ -348,7 +359,7 @@ pub(crate) fn run(
                 .map(|l| secs(l) + startup)
                 .unwrap_or(now + startup)
                 .max(now),
-            _ => now + startup,
+            _ => not_before + startup,
         };
         let class = ctx.class(StaticKey::Worker(
             w.region.clone(),
@@ -378,6 +389,7 @@ pub(crate) fn run(
             busy,
             on_now,
             earliest,
+            not_before,
             draining_since: (w.state == WorkerState::Draining)
                 .then(|| w.drain_started_at.map(secs).unwrap_or(now)),
             cancel_drain: false,
@@ -832,7 +844,7 @@ fn build_plan(
             let (launch, ready) = if gi == 0 && pw.on_now {
                 (now, pw.earliest)
             } else {
-                let l = (ga - pw.lead).max(now);
+                let l = (ga - pw.lead).max(pw.not_before);
                 (l, l + pw.startup)
             };
             let in_run: Vec<String> = sessions_sorted

@@ -135,7 +135,7 @@ pub struct LoopLeadership {
 }
 
 /// What one [`Runtime::step`] did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct StepReport {
     /// Leadership after the campaign tick.
     pub leadership: LoopLeadership,

@@ -5,22 +5,25 @@
 use super::codec;
 use super::context::{Commit, Ctx, Write};
 use super::leadership::{shutdown_requested, LeaderHandle};
+use super::planning::{self, PlanSummary};
 use super::policy::{self, ScalingAction};
+use super::settings::ScalingMode;
 use super::snapshot::{self, StateSnapshot};
 use super::RuntimeError;
 use crate::events::{CcmEvent, ScalingDirection, ScalingEventData, ScalingPhase};
 use crate::placement::filter::{template_ami_name, template_cml_version};
+use crate::planner::PriorAssignment;
 use crate::session::SessionState;
 use crate::store::{Fence, LaunchRequest, ProviderError, ProviderEvent, WorkerProvider};
 use crate::timeslot::Timestamp;
 use crate::transition::StateMachine;
 use crate::worker::{Worker, WorkerState};
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
 /// What one controller pass did.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ControllerReport {
     /// Provider state changes applied: (worker, new state).
     pub applied: Vec<(String, WorkerState)>,
@@ -34,6 +37,8 @@ pub struct ControllerReport {
     pub actions: Vec<ScalingAction>,
     /// Actions that failed: (worker, why).
     pub failed: Vec<(String, String)>,
+    /// The plan this pass carried out ([`ScalingMode::Planner`] only).
+    pub plan: Option<PlanSummary>,
 }
 
 /// The controller: one pass is [`Controller::reconcile_once`]; [`Controller::run`] repeats it
@@ -42,6 +47,10 @@ pub struct Controller {
     ctx: Arc<Ctx>,
     leader: LeaderHandle,
     provider: Arc<dyn WorkerProvider>,
+    /// The last plan's assignments (kept where still valid by the next plan).
+    previous: Mutex<Vec<PriorAssignment>>,
+    /// The last plan's cost, carried by the scaling events it causes.
+    plan_cost: Mutex<Option<f64>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -94,6 +103,7 @@ fn scaling_event(
     phase: ScalingPhase,
     w: &Worker,
     reason: impl Into<String>,
+    plan_cost_usd: Option<f64>,
 ) -> CcmEvent {
     CcmEvent::scaling(
         direction,
@@ -105,7 +115,7 @@ fn scaling_event(
             count: 1,
             worker_ids: vec![w.id.clone()],
             reason: reason.into(),
-            plan_cost_usd: None,
+            plan_cost_usd,
         },
     )
 }
@@ -131,6 +141,8 @@ impl Controller {
             ctx,
             leader,
             provider,
+            previous: Mutex::new(Vec::new()),
+            plan_cost: Mutex::new(None),
         }
     }
 
@@ -167,7 +179,15 @@ impl Controller {
             snap = snapshot::load(&self.ctx).await?;
         }
         let templates = self.ctx.spec.list_templates().await?;
-        for action in policy::decide(now, &snap, &templates, &self.ctx.settings) {
+        let actions = match self.ctx.settings.scaling {
+            ScalingMode::Reactive => policy::decide(now, &snap, &templates, &self.ctx.settings),
+            ScalingMode::Planner => {
+                let (actions, summary) = self.plan(&snap, &templates, now);
+                report.plan = Some(summary);
+                actions
+            }
+        };
+        for action in actions {
             match self
                 .execute(fence, &snap, &templates, &action, now, &mut report)
                 .await
@@ -184,6 +204,44 @@ impl Controller {
             }
         }
         Ok(report)
+    }
+
+    fn plan_cost(&self) -> Option<f64> {
+        *self.plan_cost.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Plans the horizon from `snap` and returns the actions due now (the planner is a pure
+    /// function; the previous plan's assignments keep re-planning stable).
+    fn plan(
+        &self,
+        snap: &StateSnapshot,
+        templates: &[crate::template::WorkerTemplate],
+        now: Timestamp,
+    ) -> (Vec<ScalingAction>, PlanSummary) {
+        let settings = &self.ctx.settings;
+        let previous =
+            std::mem::take(&mut *self.previous.lock().unwrap_or_else(|p| p.into_inner()));
+        let input = planning::plan_input(snap, templates, now, settings, previous);
+        let started = std::time::Instant::now();
+        let plan = crate::planner::plan(&input, &settings.planner_policy());
+        let summary = PlanSummary::of(&plan, started.elapsed());
+        let (actions, named) = planning::due_actions(&plan, &input, snap, templates, now);
+        *self.previous.lock().unwrap_or_else(|p| p.into_inner()) =
+            planning::carry_over(&plan, &named);
+        *self.plan_cost.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan.cost.cost_usd);
+        self.ctx.metrics.planned(&summary);
+        for (session, reason) in &summary.unserved {
+            tracing::debug!(%session, %reason, "the plan cannot serve this session");
+        }
+        tracing::debug!(
+            cost_usd = summary.cost_usd,
+            lower_bound_usd = summary.lower_bound_usd,
+            workers = summary.workers,
+            unserved = summary.unserved.len(),
+            due = actions.len(),
+            "planned"
+        );
+        (actions, summary)
     }
 
     /// Reads a worker, lets `f` change it, writes it back guarded by its revision (retries on
@@ -251,7 +309,11 @@ impl Controller {
                         w.last_activity_at = Some(ev.at);
                         w.drain_started_at = None;
                     }
-                    WorkerState::Stopped | WorkerState::Terminated => w.drain_started_at = None,
+                    WorkerState::Stopped => {
+                        w.drain_started_at = None;
+                        w.stopped_at = Some(ev.at);
+                    }
+                    WorkerState::Terminated => w.drain_started_at = None,
                     _ => {}
                 }
                 Ok(true)
@@ -275,6 +337,7 @@ impl Controller {
                     ScalingPhase::Completed,
                     &after,
                     "worker running",
+                    None,
                 );
                 self.ctx.emit(e, ev.at).await;
             }
@@ -284,6 +347,7 @@ impl Controller {
                     ScalingPhase::Completed,
                     &after,
                     "worker stopped",
+                    None,
                 );
                 self.ctx.emit(e, ev.at).await;
             }
@@ -301,6 +365,7 @@ impl Controller {
                     ScalingPhase::Completed,
                     &after,
                     "worker terminated",
+                    None,
                 );
                 self.ctx.emit(e, ev.at).await;
             }
@@ -467,6 +532,7 @@ impl Controller {
                         ScalingPhase::Requested,
                         &w,
                         reason.clone(),
+                        self.plan_cost(),
                     ),
                     now,
                 )
@@ -528,6 +594,7 @@ impl Controller {
                             ScalingPhase::Requested,
                             &w.value,
                             reason.clone(),
+                            self.plan_cost(),
                         );
                         ctx.emit(e, now).await;
                     }

@@ -27,10 +27,12 @@ pub struct Metrics {
     scheduler_leader: AtomicBool,
     controller_leader: AtomicBool,
     unschedulable: Mutex<BTreeMap<String, u64>>,
+    plans: AtomicU64,
+    plan: Mutex<Option<super::PlanSummary>>,
 }
 
 /// A copy of every counter at one moment.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct MetricsSnapshot {
     /// Sessions bound (PENDING → SCHEDULED).
     pub bindings_total: u64,
@@ -69,6 +71,10 @@ pub struct MetricsSnapshot {
     /// Due sessions left unbound in a pass, by the filter that rejected most workers
     /// (`no_workers` when there was none to try).
     pub unschedulable_by_reason: BTreeMap<String, u64>,
+    /// Plans made by the controller.
+    pub plans_total: u64,
+    /// The controller's last plan (cost, lower bound, workers, unserved sessions).
+    pub last_plan: Option<super::PlanSummary>,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -125,6 +131,10 @@ impl Metrics {
         add(&self.controller_runs, 1);
         self.controller_nanos.store(nanos(d), Ordering::Relaxed);
     }
+    pub(crate) fn planned(&self, summary: &super::PlanSummary) {
+        add(&self.plans, 1);
+        *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary.clone());
+    }
     pub(crate) fn set_leader(&self, election: &str, leading: bool) {
         let flag = if election == super::CONTROLLER {
             &self.controller_leader
@@ -160,6 +170,8 @@ impl Metrics {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
+            plans_total: g(&self.plans),
+            last_plan: self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
 }
@@ -246,6 +258,54 @@ impl MetricsSnapshot {
             u8::from(self.scheduler_leader),
             u8::from(self.controller_leader)
         );
+        let _ = write!(
+            out,
+            "# HELP ccm_plans_total Capacity plans made by the controller.\n# TYPE ccm_plans_total counter\nccm_plans_total {}\n",
+            self.plans_total
+        );
+        if let Some(p) = &self.last_plan {
+            let mut gauge = |name: &str, help: &str, v: f64| {
+                let _ = write!(
+                    out,
+                    "# HELP ccm_{name} {help}\n# TYPE ccm_{name} gauge\nccm_{name} {v}\n"
+                );
+            };
+            gauge(
+                "plan_cost_usd",
+                "Billed cost of the last plan over its horizon.",
+                p.cost_usd,
+            );
+            gauge(
+                "plan_lower_bound_usd",
+                "Lower bound of the cost of the last plan's sessions.",
+                p.lower_bound_usd,
+            );
+            gauge(
+                "plan_worker_hours",
+                "Billed worker-hours of the last plan.",
+                p.worker_hours,
+            );
+            gauge(
+                "plan_workers",
+                "Workers the last plan uses.",
+                p.workers as f64,
+            );
+            gauge(
+                "plan_sessions_assigned",
+                "Sessions the last plan places.",
+                p.assigned as f64,
+            );
+            gauge(
+                "plan_sessions_unserved",
+                "Sessions the last plan cannot serve.",
+                p.unserved.len() as f64,
+            );
+            gauge(
+                "plan_duration_seconds",
+                "Wall time of the last planning.",
+                p.duration.as_secs_f64(),
+            );
+        }
         out
     }
 }

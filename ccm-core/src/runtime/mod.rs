@@ -3,7 +3,10 @@
 //! * [`Scheduler`] binds due PENDING sessions to RUNNING workers: session state, worker
 //!   allocation and ports in one transaction guarded by the revisions read and the leader fence.
 //! * [`Controller`] applies the provider's worker state changes, requeues the sessions of lost
-//!   workers and scales the fleet (launch, cancel drain, drain, stop).
+//!   workers and scales the fleet: every pass it plans the horizon with
+//!   [`crate::planner::plan`] ([`plan_input`]) and carries out the actions due now
+//!   ([`due_actions`]: launch, restart, cancel drain, drain, stop), or follows the reactive rule
+//!   ([`ScalingMode::Reactive`]).
 //! * Each loop runs only while this process leads its election ([`LeaderHandle`],
 //!   [`Campaigner`]): keep-alive every TTL/3, writes stop at once when leadership is lost.
 //! * [`Runtime`] wires the stores, the clock and the provider; its loops run on any
@@ -20,6 +23,7 @@ mod controller;
 pub mod keys;
 mod leadership;
 mod metrics;
+mod planning;
 mod policy;
 mod scheduler;
 mod settings;
@@ -30,9 +34,10 @@ pub use controller::{Controller, ControllerReport};
 pub use keys::KeyLayout;
 pub use leadership::{Campaigner, LeaderHandle};
 pub use metrics::{Metrics, MetricsSnapshot};
+pub use planning::{due_actions, plan_input, PlanSummary};
 pub use policy::ScalingAction;
 pub use scheduler::{Binding, Scheduler, SchedulerReport};
-pub use settings::RuntimeSettings;
+pub use settings::{RuntimeSettings, ScalingMode};
 pub use snapshot::{StateSnapshot, Versioned};
 
 /// The scheduler's election name.

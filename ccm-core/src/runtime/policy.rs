@@ -1,8 +1,8 @@
-//! The controller's scaling rule (used until the time-aware planner drives it): launch the
-//! cheapest fitting template only for due sessions that fit nowhere, counting booting workers,
-//! draining workers (cancel the drain) and stopped workers (start them) as capacity first; drain
-//! idle RUNNING workers after the grace; stop empty draining workers; force-stop after the drain
-//! timeout; terminate failed workers.
+//! The reactive scaling rule ([`super::ScalingMode::Reactive`], kept to compare with the
+//! planner): launch the cheapest fitting template only for due sessions that fit nowhere,
+//! counting booting workers, draining workers (cancel the drain) and stopped workers (start
+//! them) as capacity first; drain idle RUNNING workers after the grace; stop empty draining
+//! workers; force-stop after the drain timeout; terminate failed workers.
 
 use super::bind::Placer;
 use super::settings::RuntimeSettings;
@@ -146,7 +146,23 @@ fn try_all<'a, 'b>(
     left
 }
 
-/// The actions for `snap` at `now`.
+/// The highest number used so far in worker ids `<template>-NNNN`, per template (new workers
+/// are numbered on from there).
+pub(crate) fn worker_numbering(snap: &StateSnapshot) -> BTreeMap<String, u32> {
+    let mut next_index: BTreeMap<String, u32> = BTreeMap::new();
+    for w in snap.workers.values().map(|v| &v.value) {
+        if let Some(n) =
+            w.id.strip_prefix(&format!("{}-", w.template))
+                .and_then(|n| n.parse::<u32>().ok())
+        {
+            let e = next_index.entry(w.template.clone()).or_insert(0);
+            *e = (*e).max(n);
+        }
+    }
+    next_index
+}
+
+/// The actions of the reactive rule for `snap` at `now`.
 pub(crate) fn decide(
     now: Timestamp,
     snap: &StateSnapshot,
@@ -206,16 +222,9 @@ pub(crate) fn decide(
         .iter()
         .flat_map(|(_, r)| r.node_definitions.iter().cloned())
         .collect();
-    let mut next_index: BTreeMap<String, u32> = BTreeMap::new();
+    let mut next_index = worker_numbering(snap);
     let mut live: BTreeMap<(String, String), u32> = BTreeMap::new();
     for w in snap.workers.values().map(|v| &v.value) {
-        if let Some(n) =
-            w.id.strip_prefix(&format!("{}-", w.template))
-                .and_then(|n| n.parse::<u32>().ok())
-        {
-            let e = next_index.entry(w.template.clone()).or_insert(0);
-            *e = (*e).max(n);
-        }
         if !matches!(w.state, WorkerState::Terminated | WorkerState::Stopped) {
             *live
                 .entry((w.template.clone(), w.region.clone()))

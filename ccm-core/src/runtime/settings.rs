@@ -42,6 +42,38 @@ pub struct RuntimeSettings {
     pub max_txn_ops: usize,
     /// How the scheduler ranks workers (bin-packing by default).
     pub scoring: crate::placement::Scoring,
+    /// How the controller scales the fleet (the time-aware planner by default).
+    pub scaling: ScalingMode,
+    /// `CONTROLLER_COOLDOWN_MINUTES` (10 min): a stopped worker is not started again sooner.
+    pub cooldown: chrono::Duration,
+    /// `CONTROLLER_MIN_WARM_WORKERS` (0): workers never scaled down, however idle.
+    pub min_warm_workers: u32,
+    /// `CONTROLLER_PLAN_HORIZON_HOURS` (24 h): how far ahead the controller plans.
+    pub plan_horizon: chrono::Duration,
+}
+
+/// How the controller decides what to launch, drain and stop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ScalingMode {
+    /// Run [`crate::planner::plan`] over the horizon every pass and carry out the actions that
+    /// are due (launch `lead` before the first slot, restart stopped workers, drain when nothing
+    /// is planned within the grace, warm minimum, cooldown).
+    #[default]
+    Planner,
+    /// The reactive rule of the original: launch only for due sessions that fit nowhere, drain
+    /// workers idle for the grace (kept for comparison).
+    Reactive,
+}
+
+impl std::str::FromStr for ScalingMode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "planner" => Ok(ScalingMode::Planner),
+            "reactive" => Ok(ScalingMode::Reactive),
+            other => Err(format!("expected planner or reactive, got {other:?}")),
+        }
+    }
 }
 
 impl Default for RuntimeSettings {
@@ -61,6 +93,10 @@ impl Default for RuntimeSettings {
             max_conflict_retries: 5,
             max_txn_ops: 128,
             scoring: crate::placement::Scoring::default(),
+            scaling: ScalingMode::Planner,
+            cooldown: chrono::Duration::minutes(10),
+            min_warm_workers: 0,
+            plan_horizon: chrono::Duration::hours(24),
         }
     }
 }
@@ -69,5 +105,26 @@ impl RuntimeSettings {
     /// How often a leader refreshes its lease: TTL/3 (at least one millisecond).
     pub fn keep_alive_every(&self) -> Duration {
         (self.leader_ttl / 3).max(Duration::from_millis(1))
+    }
+
+    /// The planner policy these settings describe (lead, grace, cooldown, warm minimum,
+    /// horizon; whole minutes and hours, rounded up).
+    ///
+    /// ```
+    /// let p = ccm_core::runtime::RuntimeSettings::default().planner_policy();
+    /// assert_eq!((p.lead_minutes, p.grace_minutes, p.cooldown_minutes, p.horizon_hours), (35, 30, 10, 24));
+    /// ```
+    pub fn planner_policy(&self) -> crate::planner::Policy {
+        let minutes = |d: chrono::Duration| {
+            u32::try_from((d.num_seconds().max(0) + 59) / 60).unwrap_or(u32::MAX)
+        };
+        crate::planner::Policy {
+            horizon_hours: minutes(self.plan_horizon).div_ceil(60).max(1),
+            lead_minutes: minutes(self.lead_time),
+            grace_minutes: minutes(self.scale_down_grace),
+            cooldown_minutes: minutes(self.cooldown),
+            min_warm_workers: self.min_warm_workers,
+            ..crate::planner::Policy::default()
+        }
     }
 }

@@ -92,6 +92,16 @@ impl World {
         }
     }
 
+    /// [`World::settings`] for tests about leadership and binding rather than scaling: the
+    /// RUNNING workers a test adds stay up (the planner keeps them as warm workers instead of
+    /// draining them while nothing is booked).
+    pub fn settings_keep_fleet(candidate: &str) -> RuntimeSettings {
+        RuntimeSettings {
+            min_warm_workers: 1_000,
+            ..World::settings(candidate)
+        }
+    }
+
     pub fn runtime(&self, settings: RuntimeSettings) -> Arc<Runtime> {
         let elector = Arc::new(StoreElector::new(
             self.store.clone(),
