@@ -216,3 +216,38 @@ fn a_recently_stopped_worker_is_restarted_only_after_the_cooldown() {
         "{later:?}"
     );
 }
+
+#[test]
+fn an_idle_worker_is_not_stopped_to_launch_another_minutes_later() {
+    let settings = RuntimeSettings::default();
+    // Booked 40 minutes ahead: keeping w1 idle for 40 minutes costs a little more than a new
+    // worker's 35-minute boot, but stopping one worker to launch the same kind minutes later
+    // would flap (a new instance also pays the cooldown).
+    let mut w1 = Worker::from_template(
+        "w1",
+        &templates()[1],
+        "us-east-1",
+        WorkerState::Running,
+        "2.9.0".parse().unwrap(),
+        "CML-2.9.0",
+    );
+    w1.ready_at = Some(t0());
+    let snap = snapshot(vec![session("next", Some((40, 160)))], vec![w1]);
+    let input = plan_input(&snap, &templates(), t0(), &settings, vec![]);
+    let p = plan(&input, &settings.planner_policy());
+    assert!(
+        p.actions
+            .iter()
+            .all(|a| !matches!(a, Action::ScaleUp { .. })),
+        "{:?}",
+        p.actions
+    );
+    let a = p
+        .assignments
+        .iter()
+        .find(|a| a.session_id == "next")
+        .unwrap();
+    assert_eq!(a.worker_id, "w1");
+    let (now_actions, _) = due_actions(&p, &input, &snap, &templates(), t0());
+    assert!(now_actions.is_empty(), "{now_actions:?}");
+}

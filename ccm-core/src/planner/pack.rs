@@ -605,8 +605,13 @@ fn choose(ctx: &mut Ctx<'_>, s: &Ss<'_>) -> Option<Choice> {
         let cap = cap_of_template(tpl);
         let lead = ctx.policy.lead_secs(startup);
         let k = copies(&cap, &s.need).max(1);
-        let score =
-            ((lead.min(s.a - ctx.now) + (s.b - s.a)) as f64 * tpl.cost_per_hour_usd) / f64::from(k);
+        // A new instance also pays the cooldown: an existing worker that can take the session
+        // with an idle gap up to lead + cooldown wins (the same rule that keeps a worker through
+        // such a gap), so the plan never stops one worker to launch another minutes later.
+        let overhead = i64::from(ctx.policy.cooldown_minutes) * 60;
+        let score = ((lead.min(s.a - ctx.now) + overhead + (s.b - s.a)) as f64
+            * tpl.cost_per_hour_usd)
+            / f64::from(k);
         if best.as_ref().is_some_and(|(b, _)| score >= *b) {
             continue;
         }
