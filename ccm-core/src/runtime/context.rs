@@ -24,6 +24,8 @@ pub(crate) struct Ctx {
     pub keys: KeyLayout,
     pub settings: RuntimeSettings,
     pub metrics: Arc<Metrics>,
+    /// Sessions and workers decoded by earlier listings.
+    pub decoded: super::snapshot::Decoded,
     defs: Mutex<BTreeMap<String, LabletDefinition>>,
 }
 
@@ -61,6 +63,7 @@ impl Ctx {
             clock,
             settings,
             metrics,
+            decoded: super::snapshot::Decoded::default(),
             defs: Mutex::new(BTreeMap::new()),
         }
     }

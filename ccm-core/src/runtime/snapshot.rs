@@ -60,9 +60,13 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
         ctx.keys.workers(),
         ctx.keys.definitions(),
     );
+    let mut sessions_seen = Vec::new();
+    let mut workers_seen = Vec::new();
     for kv in list.kvs {
         if kv.key.starts_with(&sp) {
-            match codec::decode::<LabletSession>(&kv.key, &kv.value) {
+            let decoded = ctx.decoded.sessions.get_or_decode(&kv);
+            sessions_seen.push(kv.key);
+            match decoded {
                 Ok(s) => {
                     snap.sessions.insert(
                         s.id.clone(),
@@ -75,7 +79,9 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
                 Err(e) => snap.problems.push(e.to_string()),
             }
         } else if kv.key.starts_with(&wp) {
-            match codec::decode::<Worker>(&kv.key, &kv.value) {
+            let decoded = ctx.decoded.workers.get_or_decode(&kv);
+            workers_seen.push(kv.key);
+            match decoded {
                 Ok(w) => {
                     snap.workers.insert(
                         w.id.clone(),
@@ -97,6 +103,8 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
             }
         }
     }
+    ctx.decoded.sessions.retain_only(&sessions_seen);
+    ctx.decoded.workers.retain_only(&workers_seen);
     let wanted: Vec<String> = snap
         .sessions
         .values()
@@ -119,6 +127,55 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
         tracing::warn!(problem = %p, "state record skipped");
     }
     Ok(snap)
+}
+
+/// Decoded values by key and `mod_revision`: a listing decodes only what changed since the
+/// last one (a key's `mod_revision` changes with every write, so a cached value is never stale).
+pub(crate) struct DecodeCache<T> {
+    entries: std::sync::Mutex<std::collections::HashMap<String, (Revision, T)>>,
+}
+
+impl<T> Default for DecodeCache<T> {
+    fn default() -> Self {
+        DecodeCache {
+            entries: std::sync::Mutex::new(std::collections::HashMap::new()),
+        }
+    }
+}
+
+impl<T: Clone + serde::de::DeserializeOwned> DecodeCache<T> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, (Revision, T)>> {
+        self.entries.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The value of `kv`, decoded once per revision.
+    pub(crate) fn get_or_decode(&self, kv: &crate::store::KeyValue) -> Result<T, RuntimeError> {
+        if let Some((rev, v)) = self.lock().get(&kv.key) {
+            if *rev == kv.mod_revision {
+                return Ok(v.clone());
+            }
+        }
+        let v: T = codec::decode(&kv.key, &kv.value)?;
+        self.lock()
+            .insert(kv.key.clone(), (kv.mod_revision, v.clone()));
+        Ok(v)
+    }
+
+    /// Forgets every key not in `keys` (deleted since).
+    pub(crate) fn retain_only(&self, keys: &[String]) {
+        let mut g = self.lock();
+        if g.len() > keys.len() {
+            let keep: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+            g.retain(|k, _| keep.contains(k.as_str()));
+        }
+    }
+}
+
+/// The decode caches of one runtime.
+#[derive(Default)]
+pub(crate) struct Decoded {
+    pub sessions: DecodeCache<LabletSession>,
+    pub workers: DecodeCache<Worker>,
 }
 
 /// Recomputes every worker's `allocated` and port table from its capacity-holding sessions
