@@ -211,3 +211,45 @@ pub(crate) fn derive(snap: &mut StateSnapshot) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::KeyValue;
+
+    fn kv(key: &str, rev: Revision, value: serde_json::Value) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: serde_json::to_vec(&value).unwrap(),
+            create_revision: 1,
+            mod_revision: rev,
+            version: 1,
+            lease: None,
+        }
+    }
+
+    #[test]
+    fn decode_cache_follows_the_revision_and_forgets_deleted_keys() {
+        let c: DecodeCache<serde_json::Value> = DecodeCache::default();
+        let a1 = kv("/a", 5, serde_json::json!({"n": 1}));
+        assert_eq!(c.get_or_decode(&a1).unwrap()["n"], 1);
+        // Same revision: the cached value (even if the bytes were, impossibly, different).
+        let same_rev = kv("/a", 5, serde_json::json!({"n": 99}));
+        assert_eq!(c.get_or_decode(&same_rev).unwrap()["n"], 1);
+        // A write moves the revision: decoded anew.
+        let a2 = kv("/a", 7, serde_json::json!({"n": 2}));
+        assert_eq!(c.get_or_decode(&a2).unwrap()["n"], 2);
+        let b = kv("/b", 8, serde_json::json!({"n": 3}));
+        c.get_or_decode(&b).unwrap();
+        c.retain_only(&["/b".to_string()]);
+        assert_eq!(c.lock().len(), 1);
+        // Undecodable bytes are an error naming the key, and are not cached.
+        let bad = KeyValue {
+            value: b"{".to_vec(),
+            ..kv("/c", 9, serde_json::json!(null))
+        };
+        let e = c.get_or_decode(&bad).unwrap_err().to_string();
+        assert!(e.contains("/c"), "{e}");
+        assert_eq!(c.lock().len(), 1);
+    }
+}
