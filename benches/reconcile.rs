@@ -3,7 +3,7 @@
 //! session per transaction after re-reading the fleet (the original's read-check-put, made safe
 //! with compares).
 
-use ccm_core::definition::{LabletDefinition, PortTemplate, Protocol};
+use ccm_core::definition::LabletDefinition;
 use ccm_core::memory::events::RecordingSink;
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
@@ -26,30 +26,17 @@ const SESSIONS: usize = 1000;
 
 fn definition() -> LabletDefinition {
     LabletDefinition {
-        id: "def".into(),
         name: "lab".into(),
-        version: semver::Version::new(1, 0, 0),
-        lab_artifact_uri: String::new(),
-        lab_yaml_hash: String::new(),
-        resource_requirements: Resources {
-            cpu_cores: 4,
-            memory_gb: 16,
-            storage_gb: 20,
-        },
-        node_count: 2,
-        license_affinity: vec![],
-        ami_requirements: Default::default(),
-        port_template: ["ssh", "vnc"]
-            .iter()
-            .map(|n| PortTemplate {
-                name: n.to_string(),
-                protocol: Protocol::Tcp,
-                description: String::new(),
-            })
-            .collect(),
-        max_duration_minutes: 120,
-        created_at: None,
-        created_by: None,
+        ..LabletDefinition::new(
+            "def",
+            Resources {
+                cpu_cores: 4,
+                memory_gb: 16,
+                storage_gb: 20,
+            },
+            2,
+            &["ssh", "vnc"],
+        )
     }
 }
 

@@ -9,7 +9,7 @@
 //! Run: `cargo run -p ccm-examples --example embed`
 
 use async_trait::async_trait;
-use ccm_core::definition::{LabletDefinition, PortTemplate, Protocol};
+use ccm_core::definition::LabletDefinition;
 use ccm_core::memory::events::RecordingSink;
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
@@ -80,32 +80,16 @@ impl StateStore for AuditedStore {
 }
 
 fn definition() -> LabletDefinition {
-    LabletDefinition {
-        id: "ccna-lab".into(),
-        name: "ccna-lab".into(),
-        version: semver::Version::new(1, 0, 0),
-        lab_artifact_uri: String::new(),
-        lab_yaml_hash: String::new(),
-        resource_requirements: Resources {
+    LabletDefinition::new(
+        "ccna-lab",
+        Resources {
             cpu_cores: 8,
             memory_gb: 32,
             storage_gb: 40,
         },
-        node_count: 4,
-        license_affinity: vec![],
-        ami_requirements: Default::default(),
-        port_template: ["r1_ssh", "r1_vnc"]
-            .iter()
-            .map(|n| PortTemplate {
-                name: n.to_string(),
-                protocol: Protocol::Tcp,
-                description: String::new(),
-            })
-            .collect(),
-        max_duration_minutes: 120,
-        created_at: None,
-        created_by: None,
-    }
+        4,
+        &["r1_ssh", "r1_vnc"],
+    )
 }
 
 #[tokio::main(flavor = "current_thread")]

@@ -20,3 +20,19 @@ pub mod etcd;
 pub mod mongo;
 #[cfg(feature = "s3")]
 pub mod s3;
+
+/// Helpers of the adapters' unit tests.
+#[cfg(test)]
+pub(crate) mod test_env {
+    use std::collections::HashMap;
+
+    /// An environment lookup over fixed pairs (what `from_lookup` constructors read).
+    #[allow(dead_code)] // used by the etcd and cloudevents features only
+    pub(crate) fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+}

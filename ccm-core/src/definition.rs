@@ -133,6 +133,48 @@ pub enum DefinitionError {
 }
 
 impl LabletDefinition {
+    /// A definition with what placement needs — resources, CML nodes, TCP ports by name — and
+    /// neutral defaults for the rest (version 1.0.0, any licence and AMI, 120 minutes, no
+    /// artifact yet).
+    ///
+    /// ```
+    /// use ccm_core::definition::LabletDefinition;
+    /// use ccm_core::resources::Resources;
+    /// let d = LabletDefinition::new("ccna", Resources { cpu_cores: 4, memory_gb: 16, storage_gb: 20 }, 2, &["ssh", "vnc"]);
+    /// assert_eq!(d.port_names(), ["ssh", "vnc"]);
+    /// assert!(d.validate().is_ok());
+    /// ```
+    pub fn new(
+        id: impl Into<String>,
+        resources: Resources,
+        node_count: u32,
+        ports: &[&str],
+    ) -> Self {
+        let id = id.into();
+        LabletDefinition {
+            name: id.clone(),
+            id,
+            version: semver::Version::new(1, 0, 0),
+            lab_artifact_uri: String::new(),
+            lab_yaml_hash: String::new(),
+            resource_requirements: resources,
+            node_count,
+            license_affinity: Vec::new(),
+            ami_requirements: AmiRequirements::default(),
+            port_template: ports
+                .iter()
+                .map(|n| PortTemplate {
+                    name: (*n).to_string(),
+                    protocol: Protocol::Tcp,
+                    description: String::new(),
+                })
+                .collect(),
+            max_duration_minutes: 120,
+            created_at: None,
+            created_by: None,
+        }
+    }
+
     /// Checks the definition's own rules (unique port names, ≥ 1 node, non-empty version range).
     pub fn validate(&self) -> Result<(), DefinitionError> {
         let mut seen = BTreeSet::new();

@@ -162,6 +162,13 @@ async fn serve_and_end_one(w: &World, rt: &ccm_core::runtime::Runtime, id: &str)
     wid
 }
 
+/// After a while, `session` runs on `wid`, started again: still only one launch ever.
+async fn restarted_for(w: &World, rt: &ccm_core::runtime::Runtime, session: &str, wid: &str) {
+    run_for(w, rt, 21).await;
+    assert_eq!(w.provider.launches(), 1);
+    assert_eq!(w.session(session).await.worker_id.as_deref(), Some(wid));
+}
+
 #[tokio::test]
 async fn reactive_rule_drains_an_idle_worker_only_after_the_grace() {
     let w = World::new().await;
@@ -188,12 +195,7 @@ async fn reactive_rule_drains_an_idle_worker_only_after_the_grace() {
     assert_eq!(m.plans_total, 0, "the reactive rule makes no plan");
     // A new due session restarts the stopped worker instead of launching another.
     w.add_session("s2", None).await;
-    run_for(&w, &rt, 21).await;
-    assert_eq!(w.provider.launches(), 1);
-    assert_eq!(
-        w.session("s2").await.worker_id.as_deref(),
-        Some(wid.as_str())
-    );
+    restarted_for(&w, &rt, "s2", &wid).await;
 }
 
 #[tokio::test]
@@ -254,12 +256,7 @@ async fn planner_drains_and_stops_an_idle_worker_with_nothing_planned_then_cools
         "cooldown: stopped {stopped_at}, started {started_at}"
     );
     assert!(started_at - stopped_at <= Duration::minutes(11));
-    run_for(&w, &rt, 21).await;
-    assert_eq!(w.provider.launches(), 1);
-    assert_eq!(
-        w.session("s2").await.worker_id.as_deref(),
-        Some(wid.as_str())
-    );
+    restarted_for(&w, &rt, "s2", &wid).await;
 }
 
 #[tokio::test]

@@ -4,9 +4,7 @@
 mod runtime_common;
 
 use ccm_core::planner::{plan, Action};
-use ccm_core::runtime::{
-    due_actions, plan_input, RuntimeSettings, ScalingAction, StateSnapshot, Versioned,
-};
+use ccm_core::runtime::{due_actions, plan_input, RuntimeSettings, ScalingAction, StateSnapshot};
 use ccm_core::session::{LabletSession, SessionState};
 use ccm_core::timeslot::Timeslot;
 use ccm_core::worker::{Worker, WorkerState};
@@ -14,41 +12,27 @@ use chrono::Duration;
 use runtime_common::*;
 
 fn snapshot(sessions: Vec<LabletSession>, workers: Vec<Worker>) -> StateSnapshot {
-    let mut snap = StateSnapshot::default();
-    let d = definition();
-    snap.definitions.insert(d.id.clone(), d);
-    for s in sessions {
-        snap.sessions.insert(
-            s.id.clone(),
-            Versioned {
-                value: s,
-                mod_revision: 1,
-            },
-        );
-    }
-    for w in workers {
-        snap.workers.insert(
-            w.id.clone(),
-            Versioned {
-                value: w,
-                mod_revision: 1,
-            },
-        );
-    }
-    snap
+    StateSnapshot::from_values(1, sessions, workers, [definition()])
 }
 
-fn running(id: &str) -> Worker {
+/// A worker of the seed's template `template` (0: personal-standard, 1: enterprise-large).
+fn worker(id: &str, template: usize, state: WorkerState) -> Worker {
     let mut w = Worker::from_template(
         id,
-        &templates()[0],
+        &templates()[template],
         "us-east-1",
-        WorkerState::Running,
+        state,
         "2.9.0".parse().unwrap(),
         "CML-2.9.0",
     );
-    w.ready_at = Some(t0());
+    if state == WorkerState::Running {
+        w.ready_at = Some(t0());
+    }
     w
+}
+
+fn running(id: &str) -> Worker {
+    worker(id, 0, WorkerState::Running)
 }
 
 fn session(id: &str, slot: Option<(i64, i64)>) -> LabletSession {
@@ -183,15 +167,7 @@ fn launches_are_named_after_their_template_and_numbered_on() {
 #[test]
 fn a_recently_stopped_worker_is_restarted_only_after_the_cooldown() {
     let settings = RuntimeSettings::default(); // cooldown 10 min
-    let t = templates().remove(1);
-    let mut w = Worker::from_template(
-        "w1",
-        &t,
-        "us-east-1",
-        WorkerState::Stopped,
-        "2.9.0".parse().unwrap(),
-        "CML-2.9.0",
-    );
+    let mut w = worker("w1", 1, WorkerState::Stopped);
     w.stopped_at = Some(t0() - Duration::minutes(2));
     let snap = snapshot(vec![session("asap", None)], vec![w]);
     let input = plan_input(&snap, &templates(), t0(), &settings, vec![]);
@@ -223,15 +199,7 @@ fn an_idle_worker_is_not_stopped_to_launch_another_minutes_later() {
     // Booked 40 minutes ahead: keeping w1 idle for 40 minutes costs a little more than a new
     // worker's 35-minute boot, but stopping one worker to launch the same kind minutes later
     // would flap (a new instance also pays the cooldown).
-    let mut w1 = Worker::from_template(
-        "w1",
-        &templates()[1],
-        "us-east-1",
-        WorkerState::Running,
-        "2.9.0".parse().unwrap(),
-        "CML-2.9.0",
-    );
-    w1.ready_at = Some(t0());
+    let w1 = worker("w1", 1, WorkerState::Running);
     let snap = snapshot(vec![session("next", Some((40, 160)))], vec![w1]);
     let input = plan_input(&snap, &templates(), t0(), &settings, vec![]);
     let p = plan(&input, &settings.planner_policy());

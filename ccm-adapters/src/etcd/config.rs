@@ -235,15 +235,7 @@ pub(crate) fn read_pem(name: &str, path: &std::path::Path) -> Result<Vec<u8>, Et
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
+    use crate::test_env::lookup;
 
     #[test]
     fn defaults_to_localhost() {

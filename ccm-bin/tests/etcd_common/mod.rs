@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
-use ccm_core::definition::{LabletDefinition, PortTemplate, Protocol};
+use ccm_core::definition::LabletDefinition;
 use ccm_core::resources::{Load, Resources};
 use ccm_core::runtime::KeyLayout;
 use ccm_core::session::{LabletSession, SessionState};
@@ -75,30 +75,18 @@ pub fn serve(name: &str, endpoint: &str, prefix: &str) -> Daemon {
 
 pub fn definition() -> LabletDefinition {
     LabletDefinition {
-        id: "def-failover".into(),
         name: "failover-lab".into(),
-        version: semver::Version::new(1, 0, 0),
-        lab_artifact_uri: String::new(),
         lab_yaml_hash: "00".into(),
-        resource_requirements: Resources {
-            cpu_cores: 4,
-            memory_gb: 16,
-            storage_gb: 20,
-        },
-        node_count: 2,
-        license_affinity: vec![],
-        ami_requirements: Default::default(),
-        port_template: ["ssh", "vnc"]
-            .iter()
-            .map(|n| PortTemplate {
-                name: n.to_string(),
-                protocol: Protocol::Tcp,
-                description: String::new(),
-            })
-            .collect(),
-        max_duration_minutes: 120,
-        created_at: None,
-        created_by: None,
+        ..LabletDefinition::new(
+            "def-failover",
+            Resources {
+                cpu_cores: 4,
+                memory_gb: 16,
+                storage_gb: 20,
+            },
+            2,
+            &["ssh", "vnc"],
+        )
     }
 }
 

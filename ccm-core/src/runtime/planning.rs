@@ -3,7 +3,7 @@
 //! each checked against the fleet as it really is (a drain or stop never touches a worker that
 //! still holds a session; a start only a STOPPED worker).
 
-use super::policy::{worker_numbering, ScalingAction};
+use super::policy::{past_its_end, worker_numbering, ScalingAction};
 use super::settings::RuntimeSettings;
 use super::snapshot::StateSnapshot;
 use crate::placement::filter::{check_template, Requirements};
@@ -242,25 +242,10 @@ pub fn due_actions(
     }
     // Drain timeouts and failed workers: from the fleet as it is, whatever the plan says.
     for w in snap.workers.values().map(|v| &v.value) {
-        match w.state {
-            WorkerState::Draining if busy(&w.id) && !stopped.contains(w.id.as_str()) => {
-                let hours = by_name
-                    .get(w.template.as_str())
-                    .map_or(4.0, |t| t.drain_timeout_hours);
-                let limit = Duration::seconds((hours * 3600.0) as i64);
-                if w.drain_started_at.is_some_and(|d| now - d >= limit) {
-                    actions.push(ScalingAction::Stop {
-                        worker_id: w.id.clone(),
-                        force: true,
-                        reason: format!("drain timeout of {hours} h passed"),
-                    });
-                }
-            }
-            WorkerState::Failed => actions.push(ScalingAction::Terminate {
-                worker_id: w.id.clone(),
-                reason: "worker failed".into(),
-            }),
-            _ => {}
+        let draining_busy =
+            w.state == WorkerState::Draining && busy(&w.id) && !stopped.contains(w.id.as_str());
+        if draining_busy || w.state == WorkerState::Failed {
+            actions.extend(past_its_end(w, &by_name, now));
         }
     }
     (actions, named)

@@ -351,25 +351,40 @@ pub(crate) fn decide(
                 force: false,
                 reason: "drained: no session left".into(),
             }),
-            WorkerState::Draining => {
-                let hours = by_name
-                    .get(w.template.as_str())
-                    .map_or(4.0, |t| t.drain_timeout_hours);
-                let limit = chrono::Duration::seconds((hours * 3600.0) as i64);
-                if w.drain_started_at.is_some_and(|d| now - d >= limit) {
-                    actions.push(ScalingAction::Stop {
-                        worker_id: w.id.clone(),
-                        force: true,
-                        reason: format!("drain timeout of {hours} h passed"),
-                    });
-                }
+            WorkerState::Draining | WorkerState::Failed => {
+                actions.extend(past_its_end(w, &by_name, now));
             }
-            WorkerState::Failed => actions.push(ScalingAction::Terminate {
-                worker_id: w.id.clone(),
-                reason: "worker failed".into(),
-            }),
             _ => {}
         }
     }
     actions
+}
+
+/// The end of a worker whatever a plan says: a forced stop once its drain timeout passed
+/// (terminating what is left), a terminate once it FAILED.
+pub(crate) fn past_its_end(
+    w: &Worker,
+    templates: &BTreeMap<&str, &WorkerTemplate>,
+    now: Timestamp,
+) -> Option<ScalingAction> {
+    match w.state {
+        WorkerState::Draining => {
+            let hours = templates
+                .get(w.template.as_str())
+                .map_or(4.0, |t| t.drain_timeout_hours);
+            let limit = chrono::Duration::seconds((hours * 3600.0) as i64);
+            w.drain_started_at
+                .is_some_and(|d| now - d >= limit)
+                .then(|| ScalingAction::Stop {
+                    worker_id: w.id.clone(),
+                    force: true,
+                    reason: format!("drain timeout of {hours} h passed"),
+                })
+        }
+        WorkerState::Failed => Some(ScalingAction::Terminate {
+            worker_id: w.id.clone(),
+            reason: "worker failed".into(),
+        }),
+        _ => None,
+    }
 }

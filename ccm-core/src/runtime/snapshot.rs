@@ -36,6 +36,46 @@ pub struct StateSnapshot {
 }
 
 impl StateSnapshot {
+    /// A snapshot of values held outside a [`crate::store::StateStore`] (every value at
+    /// revision `revision`), with each worker's allocation and port table derived from the
+    /// capacity-holding sessions bound to it — e.g. to ask [`super::plan_input`] and
+    /// [`super::due_actions`] what the controller would do with an embedder's own records.
+    pub fn from_values(
+        revision: Revision,
+        sessions: impl IntoIterator<Item = LabletSession>,
+        workers: impl IntoIterator<Item = Worker>,
+        definitions: impl IntoIterator<Item = LabletDefinition>,
+    ) -> Self {
+        let at = |value| Versioned {
+            value,
+            mod_revision: revision,
+        };
+        let mut snap = StateSnapshot {
+            revision,
+            sessions: sessions
+                .into_iter()
+                .map(|s| (s.id.clone(), at(s)))
+                .collect(),
+            workers: BTreeMap::new(),
+            definitions: definitions.into_iter().map(|d| (d.id.clone(), d)).collect(),
+            problems: Vec::new(),
+        };
+        snap.workers = workers
+            .into_iter()
+            .map(|w| {
+                (
+                    w.id.clone(),
+                    Versioned {
+                        value: w,
+                        mod_revision: revision,
+                    },
+                )
+            })
+            .collect();
+        derive(&mut snap);
+        snap
+    }
+
     /// Capacity-holding sessions bound to `worker`.
     pub fn sessions_on<'a>(
         &'a self,

@@ -1,7 +1,7 @@
 //! Shared set-up of the runtime tests: in-memory stores on one virtual clock.
 #![allow(dead_code)]
 
-use ccm_core::definition::{LabletDefinition, PortTemplate, Protocol};
+use ccm_core::definition::LabletDefinition;
 use ccm_core::memory::events::RecordingSink;
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
@@ -32,30 +32,17 @@ pub fn templates() -> Vec<WorkerTemplate> {
 /// 4 cores, 16 GB, 20 GB, 2 nodes, ports ssh + vnc: 10 fit a personal-standard worker (nodes 20/2).
 pub fn definition() -> LabletDefinition {
     LabletDefinition {
-        id: "def-ccna".into(),
         name: "ccna-lab".into(),
-        version: semver::Version::new(1, 0, 0),
-        lab_artifact_uri: String::new(),
-        lab_yaml_hash: String::new(),
-        resource_requirements: Resources {
-            cpu_cores: 4,
-            memory_gb: 16,
-            storage_gb: 20,
-        },
-        node_count: 2,
-        license_affinity: vec![],
-        ami_requirements: Default::default(),
-        port_template: ["ssh", "vnc"]
-            .iter()
-            .map(|n| PortTemplate {
-                name: n.to_string(),
-                protocol: Protocol::Tcp,
-                description: String::new(),
-            })
-            .collect(),
-        max_duration_minutes: 120,
-        created_at: None,
-        created_by: None,
+        ..LabletDefinition::new(
+            "def-ccna",
+            Resources {
+                cpu_cores: 4,
+                memory_gb: 16,
+                storage_gb: 20,
+            },
+            2,
+            &["ssh", "vnc"],
+        )
     }
 }
 
