@@ -173,6 +173,18 @@ pub fn due_actions(
     let by_name: BTreeMap<&str, &WorkerTemplate> =
         templates.iter().map(|t| (t.name.as_str(), t)).collect();
     let busy = |id: &str| snap.sessions_on(id).next().is_some();
+    // Distinct requirements of the sessions still to place (sessions share a few classes).
+    let open: std::collections::HashSet<&Requirements> = input
+        .sessions
+        .iter()
+        .filter(|s| s.worker_id.is_none())
+        .map(|s| &s.requirements)
+        .collect();
+    let starts: BTreeMap<&str, Timestamp> = plan
+        .assignments
+        .iter()
+        .map(|a| (a.session_id.as_str(), a.start))
+        .collect();
     // Workers this batch already drains (their Stop may follow in the same pass).
     let mut draining: BTreeSet<&str> = BTreeSet::new();
     let mut stopped: BTreeSet<&str> = BTreeSet::new();
@@ -198,8 +210,8 @@ pub fn due_actions(
                     worker_id: real,
                     template: template.clone(),
                     region: region.clone(),
-                    node_definitions: node_definitions_for(input, t, region),
-                    reason: launch_reason(sessions, plan),
+                    node_definitions: node_definitions_for(&open, t, region),
+                    reason: launch_reason(sessions, &starts, plan),
                 });
             }
             Action::Restart { sessions, .. } if state == Some(WorkerState::Stopped) => {
@@ -208,7 +220,7 @@ pub fn due_actions(
                     reason: format!(
                         "planned: {} session(s) from {}",
                         sessions.len(),
-                        first_start(sessions, plan)
+                        first_start(sessions, &starts)
                             .map_or("now".into(), |t| t.format("%H:%M").to_string())
                     ),
                 });
@@ -253,27 +265,26 @@ pub fn due_actions(
 
 /// Node definitions a new worker of `t` in `region` is imaged with: every one a planned
 /// session it could serve needs (so it can take any of them later, as the plan assumes).
-fn node_definitions_for(input: &PlanInput, t: &WorkerTemplate, region: &str) -> BTreeSet<String> {
-    input
-        .sessions
-        .iter()
-        .filter(|s| s.worker_id.is_none())
-        .filter(|s| check_template(t, region, &s.requirements).is_ok())
-        .flat_map(|s| s.requirements.node_definitions.iter().cloned())
+fn node_definitions_for(
+    open: &std::collections::HashSet<&Requirements>,
+    t: &WorkerTemplate,
+    region: &str,
+) -> BTreeSet<String> {
+    open.iter()
+        .filter(|r| check_template(t, region, r).is_ok())
+        .flat_map(|r| r.node_definitions.iter().cloned())
         .collect()
 }
 
-fn first_start(sessions: &[String], plan: &Plan) -> Option<Timestamp> {
-    let ids: BTreeSet<&str> = sessions.iter().map(String::as_str).collect();
-    plan.assignments
+fn first_start(sessions: &[String], starts: &BTreeMap<&str, Timestamp>) -> Option<Timestamp> {
+    sessions
         .iter()
-        .filter(|a| ids.contains(a.session_id.as_str()))
-        .map(|a| a.start)
+        .filter_map(|id| starts.get(id.as_str()).copied())
         .min()
 }
 
-fn launch_reason(sessions: &[String], plan: &Plan) -> String {
-    match first_start(sessions, plan) {
+fn launch_reason(sessions: &[String], starts: &BTreeMap<&str, Timestamp>, plan: &Plan) -> String {
+    match first_start(sessions, starts) {
         Some(t) => format!(
             "planned: {} session(s), the first at {} (cost of the plan ${:.2})",
             sessions.len(),
