@@ -20,6 +20,10 @@ pub trait Probe: Send + Sync + 'static {
     fn loops(&self) -> BTreeMap<String, LoopStatus>;
     /// The whole `/metrics` body (Prometheus text).
     fn metrics_text(&self) -> String;
+    /// The controller's last plan as JSON (`None` before this process has planned).
+    fn last_plan(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// The `/readyz` body.
@@ -44,6 +48,7 @@ pub fn router(probe: Arc<dyn Probe>, candidate: String, backend: String) -> Rout
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
+        .route("/plan", get(last_plan))
         .with_state(AppState {
             probe,
             candidate,
@@ -79,6 +84,19 @@ async fn metrics_text(State(s): State<AppState>) -> Response {
         s.probe.metrics_text(),
     )
         .into_response()
+}
+
+async fn last_plan(State(s): State<AppState>) -> Response {
+    match s.probe.last_plan() {
+        Some(p) => (StatusCode::OK, Json(p)).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": "no plan yet: this process does not lead the controller, or its first pass has not run"
+            })),
+        )
+            .into_response(),
+    }
 }
 
 /// Binds `addr` (an error names the address) and serves until `shutdown` completes.
@@ -155,6 +173,11 @@ mod tests {
         fn metrics_text(&self) -> String {
             self.status.render()
         }
+        fn last_plan(&self) -> Option<serde_json::Value> {
+            self.leader
+                .load(std::sync::atomic::Ordering::SeqCst)
+                .then(|| serde_json::json!({ "cost_usd": 12.5 }))
+        }
     }
 
     #[tokio::test]
@@ -175,6 +198,9 @@ mod tests {
         assert!(body.contains("\"ok\""), "{body}");
         let (code, body) = get(addr, "/readyz").await;
         assert_eq!(code, 503, "{body}");
+        let (code, body) = get(addr, "/plan").await;
+        assert_eq!(code, 404, "{body}");
+        assert!(body.contains("no plan yet"), "{body}");
         m.status.set_ready(true);
         m.leader.store(true, std::sync::atomic::Ordering::SeqCst);
         let (code, body) = get(addr, "/readyz").await;
@@ -186,6 +212,9 @@ mod tests {
         let (code, body) = get(addr, "/metrics").await;
         assert_eq!(code, 200);
         assert!(body.contains("ccm_ready 1"), "{body}");
+        let (code, body) = get(addr, "/plan").await;
+        assert_eq!(code, 200, "{body}");
+        assert!(body.contains("12.5"), "{body}");
         let (code, _) = get(addr, "/nope").await;
         assert_eq!(code, 404);
         tx.send(()).unwrap();

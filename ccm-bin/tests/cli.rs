@@ -288,6 +288,11 @@ fn serve_embedded_answers_health_and_stops_on_sigterm() {
         assert!(Instant::now() < deadline, "no plan cost in\n{metrics}");
         std::thread::sleep(Duration::from_millis(100));
     }
+    let (code, body) = http_get(addr, "/plan");
+    assert_eq!(code, 200, "{body}");
+    let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(plan["cost_usd"], 0.0, "{body}");
+    assert_eq!(plan["unserved"], serde_json::json!([]), "{body}");
     let pid = child.0.id().to_string();
     assert!(Command::new("kill")
         .args(["-TERM", &pid])

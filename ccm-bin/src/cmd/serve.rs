@@ -89,6 +89,26 @@ impl Probe for ServeProbe {
         text.push_str(&self.status.render());
         text
     }
+
+    fn last_plan(&self) -> Option<serde_json::Value> {
+        let p = self.runtime.metrics().last_plan?;
+        Some(serde_json::json!({
+            "at": p.at,
+            "cost_usd": p.cost_usd,
+            "lower_bound_usd": p.lower_bound_usd,
+            "cost_over_lower_bound": if p.lower_bound_usd > 0.0 { Some(p.cost_usd / p.lower_bound_usd) } else { None },
+            "workers": p.workers,
+            "worker_hours": p.worker_hours,
+            "sessions_assigned": p.assigned,
+            "kept": p.kept,
+            "moved": p.moved,
+            "duration_ms": p.duration.as_secs_f64() * 1000.0,
+            "unserved": p.unserved.iter().map(|(session, reason)| serde_json::json!({
+                "session": session,
+                "reason": reason,
+            })).collect::<Vec<_>>(),
+        }))
+    }
 }
 
 /// Runs `ccm serve`.
