@@ -45,7 +45,13 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// `ccm serve` on etcd with the scheduler only (the controller disabled).
 pub fn serve(name: &str, endpoint: &str, prefix: &str) -> Daemon {
+    serve_with(name, endpoint, prefix, &[("CONTROLLER_ENABLED", "false")])
+}
+
+/// `ccm serve` on etcd under `prefix`, with `extra` settings on top of the test defaults.
+pub fn serve_with(name: &str, endpoint: &str, prefix: &str, extra: &[(&str, &str)]) -> Daemon {
     let child = Command::new(env!("CARGO_BIN_EXE_ccm"))
         .env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -62,7 +68,7 @@ pub fn serve(name: &str, endpoint: &str, prefix: &str) -> Daemon {
             "SCHEDULER_RECONCILE_INTERVAL_SECONDS",
             INTERVAL_SECS.to_string(),
         )
-        .env("CONTROLLER_ENABLED", "false")
+        .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

@@ -1,0 +1,90 @@
+//! The planner-driven controller of a `ccm serve` daemon on real etcd: ASAP sessions with no
+//! worker make it launch one (worker record written to etcd, booted by the simulated cloud in
+//! the template's one startup minute), the scheduler binds them there; once their labs end the
+//! idle worker is drained and stopped. Nothing over-committed, no port with two owners.
+#![cfg(feature = "all-adapters")]
+
+mod etcd_common;
+
+use ccm_core::session::SessionState;
+use ccm_core::store::StateStore;
+use ccm_core::worker::{Worker, WorkerState};
+use etcd_common::*;
+use std::time::{Duration, Instant};
+
+async fn workers(
+    store: &ccm_adapters::etcd::EtcdStateStore,
+    keys: &ccm_core::runtime::KeyLayout,
+) -> Vec<Worker> {
+    store
+        .list(&keys.workers())
+        .await
+        .unwrap()
+        .kvs
+        .iter()
+        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_launches_for_asap_sessions_then_drains_and_stops_the_idle_worker() {
+    let endpoint = need("CCM_TEST_ETCD");
+    let (store, keys, prefix) = fresh_store(std::slice::from_ref(&endpoint), "controller").await;
+    let def = seed_fleet(&store, &keys, 0).await;
+    // The seed templates with a one-minute boot (the simulated cloud runs on real time here).
+    let seed = std::fs::read_to_string(root().join("config/worker-templates.yaml")).unwrap();
+    let fast = seed.replace(
+        "    drain_timeout_hours:",
+        "    startup_minutes: 1\n    drain_timeout_hours:",
+    );
+    assert_eq!(fast.matches("startup_minutes: 1").count(), 2);
+    let dir = std::env::temp_dir().join(format!("ccm-etcd-controller-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let templates = dir.join("worker-templates.yaml");
+    std::fs::write(&templates, fast).unwrap();
+
+    let _d = serve_with(
+        "ctl1",
+        &endpoint,
+        &prefix,
+        &[
+            ("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1"),
+            ("WORKER_TEMPLATES_CONFIG_PATH", templates.to_str().unwrap()),
+        ],
+    );
+    add_sessions(&store, &keys, 0, 5).await;
+    wait_all_scheduled(&store, &keys, 5, Duration::from_secs(150)).await;
+    check_consistent(&store, &keys, &def, 5).await;
+    let fleet = workers(&store, &keys).await;
+    assert_eq!(
+        fleet.len(),
+        1,
+        "one worker holds five 4-core sessions: {fleet:?}"
+    );
+    let w = &fleet[0];
+    assert_eq!(w.state, WorkerState::Running);
+    assert!(w.provider_id.is_some() && w.ready_at.is_some(), "{w:?}");
+
+    // The labs end: with nothing booked, the idle worker is drained and stopped.
+    for mut s in sessions(&store, &keys).await {
+        s.transition(SessionState::Terminated, chrono::Utc::now(), "lab ended")
+            .unwrap();
+        put_json(&store, &keys.session(&s.id), &s).await;
+    }
+    let t0 = Instant::now();
+    loop {
+        let w = workers(&store, &keys).await.remove(0);
+        if w.state == WorkerState::Stopped {
+            assert!(w.stopped_at.is_some(), "{w:?}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "worker still {} after {:?}",
+            w.state,
+            t0.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
