@@ -51,6 +51,8 @@ pub struct Controller {
     previous: Mutex<Vec<PriorAssignment>>,
     /// The last plan's cost, carried by the scaling events it causes.
     plan_cost: Mutex<Option<f64>>,
+    /// Sessions the plan could not serve that were already logged (logged once each).
+    unserved_logged: Mutex<std::collections::BTreeSet<String>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -143,6 +145,7 @@ impl Controller {
             provider,
             previous: Mutex::new(Vec::new()),
             plan_cost: Mutex::new(None),
+            unserved_logged: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
 
@@ -230,8 +233,19 @@ impl Controller {
             planning::carry_over(&plan, &named);
         *self.plan_cost.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan.cost.cost_usd);
         self.ctx.metrics.planned(&summary);
-        for (session, reason) in &summary.unserved {
-            tracing::debug!(%session, %reason, "the plan cannot serve this session");
+        {
+            let mut logged = self
+                .unserved_logged
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now_unserved: std::collections::BTreeSet<String> =
+                summary.unserved.iter().map(|(s, _)| s.clone()).collect();
+            for (session, reason) in &summary.unserved {
+                if !logged.contains(session) {
+                    tracing::warn!(%session, %reason, "the plan cannot serve this session");
+                }
+            }
+            *logged = now_unserved;
         }
         tracing::debug!(
             cost_usd = summary.cost_usd,
