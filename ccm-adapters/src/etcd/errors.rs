@@ -4,7 +4,9 @@ use ccm_core::store::{LeaseId, StoreError};
 use etcd_client::Error;
 use tonic::Code;
 
-/// Server messages that mean "try again later" (no leader, leader change, overload).
+/// Messages that mean "try again later": no leader, leader change, overload — and a
+/// connection that broke under the call (tonic reports those as `Unknown: transport error`;
+/// the outcome of a write is then unknown, which is what `Unavailable` says).
 const TRANSIENT: &[&str] = &[
     "no leader",
     "leader changed",
@@ -13,6 +15,13 @@ const TRANSIENT: &[&str] = &[
     "timed out",
     "not capable",
     "server stopped",
+    "transport error",
+    "connection reset",
+    "connection refused",
+    "connection closed",
+    "broken pipe",
+    "error trying to connect",
+    "h2 protocol error",
 ];
 
 /// Maps a client error; `lease` names the lease the call was about, if any.
@@ -55,4 +64,38 @@ pub(crate) fn map_err(e: Error, lease: Option<LeaseId>) -> StoreError {
 /// Whether an error is worth retrying for an idempotent read.
 pub(crate) fn is_transient(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(_))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_connection_broken_under_the_call_is_unavailable() {
+        for status in [
+            tonic::Status::unknown("transport error"),
+            tonic::Status::unknown("h2 protocol error: connection reset"),
+            tonic::Status::internal("error trying to connect: Connection refused"),
+            tonic::Status::unavailable("anything"),
+        ] {
+            let e = map_err(Error::GRpcStatus(status.clone()), None);
+            assert!(is_transient(&e), "{status:?} -> {e:?}");
+        }
+    }
+
+    #[test]
+    fn a_refused_request_is_a_backend_error() {
+        let e = map_err(
+            Error::GRpcStatus(tonic::Status::invalid_argument(
+                "too many operations in txn request",
+            )),
+            None,
+        );
+        assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
+        let e = map_err(
+            Error::GRpcStatus(tonic::Status::not_found("requested lease not found")),
+            Some(7),
+        );
+        assert_eq!(e, StoreError::LeaseNotFound(7));
+    }
 }
