@@ -41,18 +41,10 @@ pub struct Args {
     /// Print only the final report.
     #[arg(long)]
     quiet: bool,
-    /// How the controller scales: the time-aware planner, or the original's reactive rule.
-    #[arg(long, value_enum, default_value_t = Scaling::Planner)]
-    scaling: Scaling,
-}
-
-/// `--scaling`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Scaling {
-    /// Re-plan the horizon every pass and carry out what is due.
-    Planner,
-    /// Launch for due sessions that fit nowhere; drain after the grace idle.
-    Reactive,
+    /// How the controller scales: `planner` (the time-aware planner) or `reactive` (the
+    /// original's rule).
+    #[arg(long, default_value_t = ScalingMode::Planner, value_parser = |s: &str| s.parse::<ScalingMode>())]
+    scaling: ScalingMode,
 }
 
 /// What the demo measured.
@@ -134,10 +126,7 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         scale_down_grace: Duration::minutes(i64::from(scenario.policy.grace_minutes)),
         // One campaign tick per step: the lease must outlive a step of the virtual clock.
         leader_ttl: std::time::Duration::from_secs(u64::from(args.step_minutes) * 60 * 5),
-        scaling: match args.scaling {
-            Scaling::Planner => ScalingMode::Planner,
-            Scaling::Reactive => ScalingMode::Reactive,
-        },
+        scaling: args.scaling,
         cooldown: Duration::minutes(i64::from(scenario.policy.cooldown_minutes)),
         min_warm_workers: scenario.policy.min_warm_workers,
         plan_horizon: Duration::hours(i64::from(scenario.policy.horizon_hours)),
@@ -180,10 +169,7 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         scenario.workers.len(),
         start.format("%Y-%m-%d %H:%M"),
         args.step_minutes,
-        match args.scaling {
-            Scaling::Planner => "planner",
-            Scaling::Reactive => "reactive",
-        }
+        args.scaling
     );
     let wall = std::time::Instant::now();
     let mut tally = Tally {

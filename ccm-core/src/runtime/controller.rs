@@ -49,8 +49,6 @@ pub struct Controller {
     provider: Arc<dyn WorkerProvider>,
     /// The last plan's assignments (kept where still valid by the next plan).
     previous: Mutex<Vec<PriorAssignment>>,
-    /// The last plan's cost, carried by the scaling events it causes.
-    plan_cost: Mutex<Option<f64>>,
     /// Sessions the plan could not serve that were already logged (logged once each).
     unserved_logged: Mutex<std::collections::BTreeSet<String>>,
 }
@@ -144,7 +142,6 @@ impl Controller {
             leader,
             provider,
             previous: Mutex::new(Vec::new()),
-            plan_cost: Mutex::new(None),
             unserved_logged: Mutex::new(std::collections::BTreeSet::new()),
         }
     }
@@ -209,8 +206,9 @@ impl Controller {
         Ok(report)
     }
 
+    /// The cost of the last plan (carried by the scaling events it causes).
     fn plan_cost(&self) -> Option<f64> {
-        *self.plan_cost.lock().unwrap_or_else(|p| p.into_inner())
+        self.ctx.metrics.last_plan_cost()
     }
 
     /// Plans the horizon from `snap` and returns the actions due now (the planner is a pure
@@ -231,7 +229,6 @@ impl Controller {
         let (actions, named) = planning::due_actions(&plan, &input, snap, templates, now);
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) =
             planning::carry_over(&plan, &named);
-        *self.plan_cost.lock().unwrap_or_else(|p| p.into_inner()) = Some(plan.cost.cost_usd);
         self.ctx.metrics.planned(&summary);
         {
             let mut logged = self

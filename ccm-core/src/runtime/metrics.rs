@@ -135,6 +135,13 @@ impl Metrics {
         add(&self.plans, 1);
         *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary.clone());
     }
+    pub(crate) fn last_plan_cost(&self) -> Option<f64> {
+        self.plan
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|p| p.cost_usd)
+    }
     pub(crate) fn set_leader(&self, election: &str, leading: bool) {
         let flag = if election == super::CONTROLLER {
             &self.controller_leader

@@ -65,6 +65,15 @@ pub enum ScalingMode {
     Reactive,
 }
 
+impl std::fmt::Display for ScalingMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ScalingMode::Planner => "planner",
+            ScalingMode::Reactive => "reactive",
+        })
+    }
+}
+
 impl std::str::FromStr for ScalingMode {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
