@@ -156,6 +156,10 @@ pub struct Worker {
     /// Launch time.
     #[serde(default)]
     pub launched_at: Option<Timestamp>,
+    /// When its last boot began (a launch or a restart of a stopped worker): a booting worker
+    /// is ready `startup_minutes` after this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub boot_started_at: Option<Timestamp>,
     /// Became RUNNING.
     #[serde(default)]
     pub ready_at: Option<Timestamp>,
@@ -196,6 +200,7 @@ impl Worker {
             ami_name: ami_name.into(),
             ports: PortAllocator::new(template.port_range),
             launched_at: None,
+            boot_started_at: None,
             ready_at: None,
             drain_started_at: None,
             last_activity_at: None,

@@ -234,9 +234,11 @@ async fn planner_drains_and_stops_an_idle_worker_with_nothing_planned_then_cools
     assert!(stopped_at - ended <= Duration::minutes(2));
     let m = rt.metrics();
     assert_eq!((m.drains_total, m.stops_total), (1, 1));
-    // A session arrives at once: the stopped worker is started again (no second launch), but
-    // not before the 10-minute cooldown since its stop.
-    w.add_session("s2", None).await;
+    // A session is booked for 45 minutes after the stop: its lab instantiates from 30 minutes
+    // after the stop, so a boot (20 min) must begin 10 minutes after the stop — the stopped
+    // worker is started again then (no second launch), not before the 10-minute cooldown.
+    w.add_session("s2", Some(stopped_at + Duration::minutes(45)))
+        .await;
     let mut started_at = None;
     for _ in 0..60 {
         w.clock.advance(Duration::seconds(30));

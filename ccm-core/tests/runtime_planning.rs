@@ -65,12 +65,18 @@ fn asap_sessions_are_planned_from_now_plus_lead_and_stale_ones_left_out() {
     );
     let input = plan_input(&snap, &templates(), t0(), &settings, vec![]);
     let by_id = |id: &str| input.sessions.iter().find(|s| s.id == id);
+    // A pending session occupies its worker from the start of its lab's instantiation
+    // (15 min): an ASAP one has its lab ready at now + lead (35 min).
     let asap = by_id("asap").expect("asap planned");
-    assert_eq!(asap.slot.start, t0() + Duration::minutes(35));
-    assert_eq!(asap.slot.end, asap.slot.start + Duration::minutes(120));
+    assert_eq!(asap.slot.start, t0() + Duration::minutes(20));
+    assert_eq!(asap.slot.end, t0() + Duration::minutes(35 + 120));
     assert_eq!(
         by_id("booked").unwrap().slot.start,
-        t0() + Duration::minutes(120)
+        t0() + Duration::minutes(105)
+    );
+    assert_eq!(
+        by_id("booked").unwrap().slot.end,
+        t0() + Duration::minutes(240)
     );
     assert!(by_id("stale").is_none());
     let overrun = by_id("overrun").expect("bound session kept");
@@ -166,10 +172,16 @@ fn launches_are_named_after_their_template_and_numbered_on() {
 
 #[test]
 fn a_recently_stopped_worker_is_restarted_only_after_the_cooldown() {
-    let settings = RuntimeSettings::default(); // cooldown 10 min
+    // Cooldown 10 min; a lead of 45 min leaves 30 min for a boot of 20.
+    let settings = RuntimeSettings {
+        lead_time: Duration::minutes(45),
+        ..RuntimeSettings::default()
+    };
     let mut w = worker("w1", 1, WorkerState::Stopped);
     w.stopped_at = Some(t0() - Duration::minutes(2));
-    let snap = snapshot(vec![session("asap", None)], vec![w]);
+    // Booked at +50 min: its lab instantiates from +35, so the restart would be due at +5 —
+    // the cooldown holds it back to +8, still in time (up at +28).
+    let snap = snapshot(vec![session("booked", Some((50, 170)))], vec![w]);
     let input = plan_input(&snap, &templates(), t0(), &settings, vec![]);
     let p = plan(&input, &settings.planner_policy());
     let restart = p

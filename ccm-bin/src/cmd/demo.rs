@@ -12,7 +12,8 @@ use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::planner::{load_scenario, plan, Scenario};
 use ccm_core::runtime::{
-    KeyLayout, Runtime, RuntimeSettings, ScalingAction, ScalingMode, StepReport,
+    plan_input, KeyLayout, Runtime, RuntimeSettings, ScalingAction, ScalingMode, StateSnapshot,
+    StepReport,
 };
 use ccm_core::session::{LabletSession, SessionState};
 use ccm_core::store::elector::StoreElector;
@@ -52,6 +53,8 @@ pub struct Args {
 struct Tally {
     sessions: usize,
     served: BTreeSet<String>,
+    /// Served, but their lab started after their slot start.
+    late: BTreeSet<String>,
     expired: BTreeSet<String>,
     bindings: u64,
     launches: u64,
@@ -99,6 +102,7 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
     let keys = KeyLayout::default();
     // The scenario's fleet exists in the simulated cloud and in the store before the loops run.
     let provider = Arc::new(SimulatedProvider::new(shared_clock.clone()));
+    let mut fleet = Vec::new();
     for w in &scenario.workers {
         let startup = scenario
             .templates
@@ -113,6 +117,7 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         store
             .put(&keys.worker(&w.id), serde_json::to_vec(&w)?, None)
             .await?;
+        fleet.push(w);
     }
     let sessions = scenario.lablet_sessions();
     for s in &sessions {
@@ -132,6 +137,17 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         plan_horizon: Duration::hours(i64::from(scenario.policy.horizon_hours)),
         ..RuntimeSettings::default()
     };
+    // The reference: one plan made at the start, on the input the controller sees then.
+    let planned = plan(
+        &plan_input(
+            &StateSnapshot::from_values(0, sessions.clone(), fleet, scenario.definitions.clone()),
+            &scenario.templates,
+            start,
+            &settings,
+            Vec::new(),
+        ),
+        &settings.planner_policy(),
+    );
     let events = Arc::new(RecordingSink::new());
     let runtime = Runtime::builder()
         .state(store.clone())
@@ -213,7 +229,6 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
             *secs as f64 / 3600.0 * price
         })
         .sum();
-    let planned = plan(&scenario.input(), &scenario.policy);
     let metrics = runtime.metrics();
     let unserved = tally.sessions - tally.served.len();
 
@@ -226,12 +241,19 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         wall.elapsed().as_secs_f64()
     );
     println!(
-        "  sessions served: {}/{} ({} expired unplaced, {} not served)",
+        "  sessions served: {}/{} ({} of them late, {} expired unplaced, {} not served)",
         tally.served.len(),
         tally.sessions,
+        tally.late.len(),
         tally.expired.len(),
         unserved
     );
+    if args.scaling == ScalingMode::Planner {
+        println!(
+            "  sessions a plan could not serve: {} (warned once each)",
+            metrics.unservable_sessions_total
+        );
+    }
     println!(
         "  bindings: {} (conflicts retried: {}); workers: {} launched, {} restarted, {} drained, {} stopped; peak {} billed at once",
         metrics.bindings_total,
@@ -361,19 +383,24 @@ struct LabSimulator {
     starts: BTreeMap<Timestamp, Vec<String>>,
     /// Sessions to stop, by slot end.
     ends: BTreeMap<Timestamp, Vec<String>>,
+    /// Each session's slot start (a lab started after it is late).
+    slot_start: BTreeMap<String, Timestamp>,
 }
 
 impl LabSimulator {
     fn new(sessions: &[LabletSession]) -> Self {
         let mut starts: BTreeMap<Timestamp, Vec<String>> = BTreeMap::new();
+        let mut slot_start = BTreeMap::new();
         for s in sessions {
             if let Some(slot) = s.timeslot {
                 starts.entry(slot.start).or_default().push(s.id.clone());
+                slot_start.insert(s.id.clone(), slot.start);
             }
         }
         LabSimulator {
             starts,
             ends: BTreeMap::new(),
+            slot_start,
         }
     }
 
@@ -395,6 +422,9 @@ impl LabSimulator {
             for id in ids {
                 match self.advance(store, keys, &id, now, true).await? {
                     Advance::Done(end) => {
+                        if self.slot_start.get(&id).is_some_and(|&start| now > start) {
+                            tally.late.insert(id.clone());
+                        }
                         tally.served.insert(id.clone());
                         self.ends.entry(end).or_default().push(id);
                     }

@@ -355,7 +355,8 @@ pub(crate) fn run(
         let earliest = match w.state {
             WorkerState::Running | WorkerState::Draining => now,
             WorkerState::Pending | WorkerState::Provisioning | WorkerState::Starting => w
-                .launched_at
+                .boot_started_at
+                .or(w.launched_at)
                 .map(|l| secs(l) + startup)
                 .unwrap_or(now + startup)
                 .max(now),

@@ -231,18 +231,21 @@ impl Controller {
             planning::carry_over(&plan, &named);
         self.ctx.metrics.planned(&summary);
         {
-            let mut logged = self
+            // Warn once per session (not again when a later plan still cannot serve it); forget
+            // sessions that left the snapshot so the set stays bounded.
+            let mut warned = self
                 .unserved_logged
                 .lock()
                 .unwrap_or_else(|p| p.into_inner());
-            let now_unserved: std::collections::BTreeSet<String> =
-                summary.unserved.iter().map(|(s, _)| s.clone()).collect();
+            warned.retain(|id| snap.sessions.contains_key(id));
+            let mut new = 0;
             for (session, reason) in &summary.unserved {
-                if !logged.contains(session) {
+                if warned.insert(session.clone()) {
+                    new += 1;
                     tracing::warn!(%session, %reason, "the plan cannot serve this session");
                 }
             }
-            *logged = now_unserved;
+            self.ctx.metrics.unservable(new);
         }
         tracing::debug!(
             cost_usd = summary.cost_usd,
@@ -528,6 +531,7 @@ impl Controller {
                 );
                 w.node_definitions = node_definitions.clone();
                 w.launched_at = Some(now);
+                w.boot_started_at = Some(now);
                 let key = ctx.keys.worker(worker_id);
                 let write = Write {
                     value: Some(codec::encode(&key, &w)?),
@@ -669,6 +673,7 @@ impl Controller {
                     w.transition(s)?;
                 }
                 match to {
+                    WorkerState::Starting => w.boot_started_at = Some(now),
                     WorkerState::Draining => w.drain_started_at = Some(now),
                     WorkerState::Running => w.drain_started_at = None,
                     _ => {}

@@ -28,6 +28,7 @@ pub struct Metrics {
     controller_leader: AtomicBool,
     unschedulable: Mutex<BTreeMap<String, u64>>,
     plans: AtomicU64,
+    unservable: AtomicU64,
     plan: Mutex<Option<super::PlanSummary>>,
 }
 
@@ -73,6 +74,8 @@ pub struct MetricsSnapshot {
     pub unschedulable_by_reason: BTreeMap<String, u64>,
     /// Plans made by the controller.
     pub plans_total: u64,
+    /// Sessions a plan could not serve (each counted, and warned about, once).
+    pub unservable_sessions_total: u64,
     /// The controller's last plan (cost, lower bound, workers, unserved sessions).
     pub last_plan: Option<super::PlanSummary>,
 }
@@ -135,6 +138,9 @@ impl Metrics {
         add(&self.plans, 1);
         *self.plan.lock().unwrap_or_else(|p| p.into_inner()) = Some(summary.clone());
     }
+    pub(crate) fn unservable(&self, n: u64) {
+        add(&self.unservable, n);
+    }
     pub(crate) fn last_plan_cost(&self) -> Option<f64> {
         self.plan
             .lock()
@@ -178,6 +184,7 @@ impl Metrics {
                 .unwrap_or_else(|p| p.into_inner())
                 .clone(),
             plans_total: g(&self.plans),
+            unservable_sessions_total: g(&self.unservable),
             last_plan: self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         }
     }
@@ -198,6 +205,11 @@ impl MetricsSnapshot {
                 "# HELP ccm_{name} {help}\n# TYPE ccm_{name} counter\nccm_{name} {v}\n"
             );
         };
+        counter(
+            "unservable_sessions_total",
+            "Sessions a capacity plan could not serve (each counted once).",
+            self.unservable_sessions_total,
+        );
         counter(
             "bindings_total",
             "Sessions bound to a worker.",

@@ -75,9 +75,13 @@ fn bound_at(s: &LabletSession) -> Timestamp {
 
 /// The planner's view of the live state at `now`.
 ///
-/// * PENDING sessions with a slot keep it (those already past the expiry grace are left to the
-///   scheduler to expire); ASAP sessions (no slot) are planned from `now + lead` — the soonest
-///   a new worker can take them — for their definition's maximum duration.
+/// * A PENDING session occupies its worker from the start of its lab's instantiation: with a
+///   slot, over `[start − instantiation, end)` (those already past the expiry grace are left to
+///   the scheduler to expire); without one (ASAP), from `now + lead − instantiation` — its lab
+///   ready at `now + lead`, the soonest a new worker can take it — for its definition's maximum
+///   duration. (The slot start alone would let the plan hand a worker to a session while the
+///   session before it still runs there, and the scheduler could bind it only after its slot
+///   started.) Use it with [`RuntimeSettings::planner_policy`], whose lead is the boot part.
 /// * Capacity-holding sessions stay on their worker until their slot ends (ASAP ones for their
 ///   maximum duration from binding), and at least another minute.
 /// * A session without a region is pinned to `settings.default_region` when one is set.
@@ -90,6 +94,7 @@ pub fn plan_input(
     previous: Vec<PriorAssignment>,
 ) -> PlanInput {
     let lead = settings.lead_time;
+    let inst = settings.instantiation();
     let mut sessions = Vec::new();
     for s in snap.sessions.values().map(|v| &v.value) {
         let pending = s.state == SessionState::Pending;
@@ -106,11 +111,18 @@ pub fn plan_input(
                 if now > t.start + settings.pending_grace {
                     continue;
                 }
-                t
+                match t
+                    .start
+                    .checked_sub_signed(inst)
+                    .map(|a| Timeslot::new(a, t.end))
+                {
+                    Some(Ok(t)) => t,
+                    _ => continue,
+                }
             }
             (None, false) => {
                 let a = now + lead;
-                match Timeslot::new(a, a + max) {
+                match Timeslot::new(a - inst, a + max) {
                     Ok(t) => t,
                     Err(_) => continue,
                 }

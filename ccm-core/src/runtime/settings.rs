@@ -28,6 +28,10 @@ pub struct RuntimeSettings {
     pub leader_ttl: Duration,
     /// `SCHEDULER_LEAD_TIME_MINUTES` (35 min): a session is due at `slot start − lead`.
     pub lead_time: chrono::Duration,
+    /// Lab instantiation (15 min, part of the lead time): a session's lab is instantiated on
+    /// its worker in the last `instantiation_time` before its slot start, so the session holds
+    /// capacity from then on and its worker must be up by then.
+    pub instantiation_time: chrono::Duration,
     /// A PENDING session whose slot start passed more than this ago expires (5 min).
     pub pending_grace: chrono::Duration,
     /// `CONTROLLER_SCALE_DOWN_GRACE_PERIOD_MINUTES` (30 min): an idle RUNNING worker is drained
@@ -96,6 +100,7 @@ impl Default for RuntimeSettings {
             controller_interval: Duration::from_secs(30),
             leader_ttl: Duration::from_secs(15),
             lead_time: chrono::Duration::minutes(35),
+            instantiation_time: chrono::Duration::minutes(15),
             pending_grace: chrono::Duration::minutes(5),
             scale_down_grace: chrono::Duration::minutes(30),
             default_region: None,
@@ -111,17 +116,34 @@ impl Default for RuntimeSettings {
 }
 
 impl RuntimeSettings {
+    /// Lab instantiation time, at most the lead time (and never negative).
+    pub fn instantiation(&self) -> chrono::Duration {
+        self.instantiation_time.clamp(
+            chrono::Duration::zero(),
+            self.lead_time.max(chrono::Duration::zero()),
+        )
+    }
+
+    /// The part of the lead time left for booting a worker: `lead_time − instantiation`.
+    pub fn boot_lead(&self) -> chrono::Duration {
+        self.lead_time - self.instantiation()
+    }
+
     /// How often a leader refreshes its lease: TTL/3 (at least one millisecond).
     pub fn keep_alive_every(&self) -> Duration {
         (self.leader_ttl / 3).max(Duration::from_millis(1))
     }
 
-    /// The planner policy these settings describe (lead, grace, cooldown, warm minimum,
-    /// horizon; whole minutes and hours, rounded up).
+    /// The planner policy these settings describe (grace, cooldown, warm minimum, horizon;
+    /// whole minutes and hours, rounded up), for the planner's input as
+    /// [`super::plan_input`] builds it: there a session occupies its worker from the start of
+    /// its lab's instantiation (`slot start − instantiation_time`), so the policy's lead is the
+    /// rest of the lead time (`lead_time − instantiation_time`, the worker's boot) and a worker
+    /// is still launched `lead_time` before the slot.
     ///
     /// ```
     /// let p = ccm_core::runtime::RuntimeSettings::default().planner_policy();
-    /// assert_eq!((p.lead_minutes, p.grace_minutes, p.cooldown_minutes, p.horizon_hours), (35, 30, 10, 24));
+    /// assert_eq!((p.lead_minutes, p.grace_minutes, p.cooldown_minutes, p.horizon_hours), (20, 30, 10, 24));
     /// ```
     pub fn planner_policy(&self) -> crate::planner::Policy {
         let minutes = |d: chrono::Duration| {
@@ -129,7 +151,7 @@ impl RuntimeSettings {
         };
         crate::planner::Policy {
             horizon_hours: minutes(self.plan_horizon).div_ceil(60).max(1),
-            lead_minutes: minutes(self.lead_time),
+            lead_minutes: minutes(self.boot_lead()),
             grace_minutes: minutes(self.scale_down_grace),
             cooldown_minutes: minutes(self.cooldown),
             min_warm_workers: self.min_warm_workers,
