@@ -470,15 +470,15 @@ def make_handler(cml: Cml):
             with cml.lock:
                 cur = lab.node_state(now)
                 if op == "start":
-                    if cur not in ("QUEUED", "STARTED", "BOOTED"):
+                    if cur not in ("QUEUED", "STARTED", "BOOTED") or lab.timeline[-1][1] == "STOPPED":
                         lab.schedule(now, [(0.0, "STARTED"), (t["boot"], "BOOTED")])
                 elif op == "stop":
-                    if cur != "DEFINED_ON_CORE" and cur != "STOPPED":
+                    if lab.state(now) == "STARTED" and lab.timeline[-1][1] != "STOPPED":
                         lab.schedule(now, [(t["stop"], "STOPPED")])
                 elif op == "wipe":
-                    if lab.state(now) == "STARTED" or not lab.converged(now):
+                    if lab.state(now) == "STARTED":
                         raise ApiError(400, f"Lab {lab.id} is running: stop it before a wipe")
-                    if cur != "DEFINED_ON_CORE":
+                    if lab.timeline[-1][1] != "DEFINED_ON_CORE":
                         lab.schedule(now, [(t["wipe"], "DEFINED_ON_CORE")])
             return self._send(204)
 
