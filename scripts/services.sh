@@ -6,7 +6,8 @@
 #   scripts/services.sh stop      # stop all by pid
 #
 # Servers: etcd 3.4 single node (:23790) and a 3-member cluster (:23791-23793), SecantusDB
-# (MongoDB wire, :27117), moto_server (S3, :15000), the CloudEvents receiver (:18080).
+# (MongoDB wire, :27117), moto_server (S3, :15000), the CloudEvents receiver (:18080), the CML
+# API test server (https, :18090; its CA certificate is written to .ci-work/run/cml-tls/ca.pem).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 WORK="${CCM_WORK:-$ROOT/.ci-work}"
@@ -22,6 +23,7 @@ command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
+command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 
 install() {
   if [ ${#need_apt[@]} -gt 0 ]; then
@@ -91,11 +93,15 @@ start() {
   start_bg secantus "$VENV/bin/secantusd-py" --host 127.0.0.1 --port 27117 --storage-path :memory:
   start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p 15000
   start_bg ce-receiver "$VENV/bin/python" "$ROOT/scripts/ce_receiver.py" --host 127.0.0.1 --port 18080
+  rm -rf "$RUN/cml-tls" # a fresh CA and server certificate every start (they last 30 days)
+  start_bg cml "$VENV/bin/python" "$ROOT/scripts/cml_server.py" --host 127.0.0.1 --port 18090 \
+    --user admin:ccm-test-secret --user ops:ops-secret --tls-dir "$RUN/cml-tls"
   wait_for etcd-single 30 curl -sf http://127.0.0.1:23790/health
   for i in 1 2 3; do wait_for "etcd-m$i" 30 curl -sf "http://127.0.0.1:2379$i/health"; done
   wait_for secantus 60 mongo_ping
   wait_for moto 60 curl -sf http://127.0.0.1:15000/moto-api/
   wait_for ce-receiver 30 curl -sf http://127.0.0.1:18080/healthz
+  wait_for cml 30 curl -sf --cacert "$RUN/cml-tls/ca.pem" https://127.0.0.1:18090/api/v0/system_information
   cat >"$RUN/env" <<ENV
 export CCM_TEST_ETCD=http://127.0.0.1:23790
 export CCM_TEST_ETCD_CLUSTER=http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793
@@ -105,6 +111,10 @@ export CCM_TEST_MONGODB_URI='mongodb://127.0.0.1:27117/?directConnection=true'
 export CCM_TEST_S3_ENDPOINT=http://127.0.0.1:15000
 export CCM_TEST_CE_RECEIVER=http://127.0.0.1:18080
 export CCM_TEST_PYTHON=$VENV/bin/python
+export CCM_TEST_CML_URL=https://127.0.0.1:18090
+export CCM_TEST_CML_CA=$RUN/cml-tls/ca.pem
+export CCM_TEST_CML_USER=admin
+export CCM_TEST_CML_PASSWORD=ccm-test-secret
 ENV
   log "all services ready; environment in $RUN/env"
 }

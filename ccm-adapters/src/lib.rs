@@ -8,12 +8,15 @@
 //! | `mongodb` | [`mongo`]: SpecStore | `mongodb` |
 //! | `s3` | [`s3`]: ArtifactStore | `aws-sdk-s3` |
 //! | `cloudevents` | [`cloudevents`]: EventSink | `cloudevents-sdk` |
+//! | `cml` | [`cml`]: LabRuntime | `reqwest` |
 //!
 //! Adapters translate; they hold no scheduling logic.
 #![deny(missing_docs)]
 
 #[cfg(feature = "cloudevents")]
 pub mod cloudevents;
+#[cfg(feature = "cml")]
+pub mod cml;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "mongodb")]

@@ -4,6 +4,7 @@
 
 pub mod artifact;
 pub mod events;
+pub mod lab;
 pub mod provider;
 pub mod spec;
 pub mod state;

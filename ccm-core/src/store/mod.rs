@@ -7,6 +7,7 @@ pub mod artifact;
 pub mod clock;
 pub mod elector;
 pub mod events;
+pub mod lab;
 pub mod leader;
 pub mod provider;
 pub mod spec;
@@ -15,6 +16,10 @@ pub mod state;
 pub use artifact::{ArtifactError, ArtifactMeta, ArtifactStore, WriteCondition};
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use events::{Event, EventError, EventSink};
+pub use lab::{
+    LabCall, LabDetails, LabEndpoint, LabError, LabId, LabRuntime, LabState, LabSummary, NodeId,
+    NodeInfo, NodeState, SystemInfo,
+};
 pub use leader::{Fence, LeaderElector, LeaderInfo, Leadership};
 pub use provider::{LaunchRequest, ProviderError, ProviderEvent, WorkerProvider};
 pub use spec::{AuditEvent, AuditQuery, RegisterOutcome, SeedReport, SpecError, SpecStore};

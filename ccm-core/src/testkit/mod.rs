@@ -2,5 +2,6 @@
 //! run by each implementation's tests (enable the `testkit` feature).
 
 pub mod artifact;
+pub mod lab;
 pub mod spec;
 pub mod state;
