@@ -3,27 +3,27 @@
 //! The host service here wraps the in-memory state store behind its own type
 //! (`AuditedStore`), which counts every transaction it commits — the place where a real
 //! service would add its own persistence, tracing or tenancy. ccm's scheduler runs on it
-//! through the `StateStore` trait, places a handful of sessions on two workers and the
+//! through the `StateStore` trait. Everything goes through the typed lablet API
+//! (`runtime.lablets()`): the definition is registered with its lab YAML, seven sessions are
+//! booked (each admitted by the planner), the scheduler places them on two workers and the
 //! program prints where each one landed.
 //!
 //! Run: `cargo run -p ccm-examples --example embed`
 
 use async_trait::async_trait;
-use ccm_core::definition::LabletDefinition;
+use ccm_core::api::{BookingRequest, DefinitionDraft};
 use ccm_core::memory::events::RecordingSink;
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::resources::Resources;
-use ccm_core::runtime::{KeyLayout, Runtime, RuntimeSettings};
-use ccm_core::session::LabletSession;
+use ccm_core::runtime::{Runtime, RuntimeSettings};
 use ccm_core::store::elector::StoreElector;
 use ccm_core::store::{
     Clock, KeyValue, LeaseId, ListResponse, Revision, SpecStore, StateStore, StoreError, Txn,
     TxnResponse, VirtualClock, WatchStream,
 };
 use ccm_core::template::parse_templates;
-use ccm_core::timeslot::Timeslot;
 use ccm_core::worker::{Worker, WorkerState};
 use chrono::{Duration, TimeZone, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -79,17 +79,36 @@ impl StateStore for AuditedStore {
     }
 }
 
-fn definition() -> LabletDefinition {
-    LabletDefinition::new(
-        "ccna-lab",
-        Resources {
+/// The lab: two routers whose SSH and VNC ports are named in their node tags.
+const LAB_YAML: &str = "\
+lab:
+  title: ccna
+nodes:
+  - label: r1
+    tags: ['ssh:${PORT_R1_SSH}', 'vnc:${PORT_R1_VNC}']
+  - label: r2
+    tags: [core]
+  - label: r3
+    tags: [core]
+  - label: r4
+    tags: [core]
+";
+
+fn definition() -> DefinitionDraft {
+    DefinitionDraft {
+        name: "ccna-lab".into(),
+        version: None,
+        resource_requirements: Resources {
             cpu_cores: 8,
             memory_gb: 32,
             storage_gb: 40,
         },
-        4,
-        &["r1_ssh", "r1_vnc"],
-    )
+        node_count: None,
+        license_affinity: vec![],
+        ami_requirements: Default::default(),
+        max_duration_minutes: Some(180),
+        created_by: Some("host-service".into()),
+    }
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -110,40 +129,6 @@ async fn main() -> anyhow::Result<()> {
         "worker-templates.yaml",
     )?;
     spec.seed_templates(&templates).await?;
-    spec.insert_definition(&definition()).await?;
-
-    // The host's fleet: two RUNNING personal workers.
-    let keys = KeyLayout::default();
-    for id in ["w-a", "w-b"] {
-        let mut w = Worker::from_template(
-            id,
-            &templates[0],
-            "us-east-1",
-            WorkerState::Running,
-            "2.9.0".parse()?,
-            "CML-2.9.0",
-        );
-        w.ready_at = Some(t0);
-        store
-            .put(&keys.worker(id), serde_json::to_vec(&w)?, None)
-            .await?;
-    }
-    // Seven sessions starting in 30 minutes (due now: lead time 35 min).
-    let slot = Timeslot::new(t0 + Duration::minutes(30), t0 + Duration::minutes(150))?;
-    for i in 0..7 {
-        let s = LabletSession::new(
-            format!("s{i}"),
-            "ccna-lab",
-            "1.0.0",
-            "student",
-            Some(slot),
-            t0,
-        );
-        store
-            .put(&keys.session(&s.id), serde_json::to_vec(&s)?, None)
-            .await?;
-    }
-
     let runtime = Runtime::builder()
         .state(store.clone())
         .elector(Arc::new(StoreElector::new(store.clone(), "/ccm")))
@@ -157,6 +142,43 @@ async fn main() -> anyhow::Result<()> {
             ..RuntimeSettings::default()
         })
         .build()?;
+    let api = runtime.lablets();
+    let def = api.register_definition(definition(), LAB_YAML).await?;
+    println!(
+        "registered {} ({:?}), ports {:?}",
+        def.definition.id,
+        def.outcome,
+        def.definition.port_names()
+    );
+
+    // The host's fleet: two RUNNING personal workers.
+    for id in ["w-a", "w-b"] {
+        let mut w = Worker::from_template(
+            id,
+            &templates[0],
+            "us-east-1",
+            WorkerState::Running,
+            "2.9.0".parse()?,
+            "CML-2.9.0",
+        );
+        w.ready_at = Some(t0);
+        api.put_worker(&w).await?;
+    }
+    // Seven sessions starting in 30 minutes (due now: lead time 35 min), each admitted.
+    for i in 0..7 {
+        let out = api
+            .book(BookingRequest {
+                definition_id: def.definition.id.clone(),
+                timeslot_start: Some(t0 + Duration::minutes(30)),
+                timeslot_end: Some(t0 + Duration::minutes(150)),
+                owner_id: format!("student-{i}"),
+                idempotency_key: Some(format!("host-booking-{i}")),
+                ..BookingRequest::default()
+            })
+            .await?;
+        anyhow::ensure!(out.admission.accepted(), "booking {i}: {:?}", out.admission);
+    }
+
     let report = runtime.step().await?;
     let bound = report.scheduler.map(|s| s.bound).unwrap_or_default();
     for b in &bound {

@@ -1,5 +1,6 @@
 //! `ccm`: the reference daemon and CLI of the ccm Lablet Resource Manager.
 
+mod api;
 mod cmd;
 mod http;
 mod metrics;
@@ -32,6 +33,15 @@ enum Command {
     /// Worker template commands.
     #[command(subcommand)]
     Templates(cmd::templates::Command),
+    /// Lablet definitions of a running daemon (CCM_URL, CCM_API_TOKEN).
+    #[command(subcommand)]
+    Definitions(cmd::definitions::Command),
+    /// Sessions of a running daemon: book, list, show, cancel, explain.
+    #[command(subcommand)]
+    Sessions(cmd::sessions::Command),
+    /// Workers of a running daemon.
+    #[command(subcommand)]
+    Workers(cmd::workers::Command),
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `default`).
@@ -48,7 +58,11 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     // The demo prints its own story; the daemon logs what its loops do.
     init_tracing(match cli.command {
-        Command::Demo(_) | Command::Plan(_) => "warn",
+        Command::Demo(_)
+        | Command::Plan(_)
+        | Command::Definitions(_)
+        | Command::Sessions(_)
+        | Command::Workers(_) => "warn",
         _ => "warn,ccm=info,ccm_core=info,ccm_adapters=info",
     });
     let env_file = cli.env_file;
@@ -58,6 +72,9 @@ fn main() -> std::process::ExitCode {
         Command::Serve(a) => cmd::serve::run(a, &env_file),
         Command::ValidatePrereqs(a) => cmd::validate::run(a, &env_file),
         Command::Templates(c) => cmd::templates::run(c, &env_file),
+        Command::Definitions(c) => cmd::definitions::run(c),
+        Command::Sessions(c) => cmd::sessions::run(c),
+        Command::Workers(c) => cmd::workers::run(c),
     };
     match result {
         Ok(code) => code,

@@ -221,6 +221,10 @@ pub struct Settings {
     pub backend: Backend,
     /// `CCM_CANDIDATE_ID`: this process's name in leader elections (default `ccm-<pid>`).
     pub candidate_id: String,
+    /// `CCM_API_TOKEN`: bearer token of the `/api/v1` endpoints (none: open, loopback only).
+    pub api_token: Option<Secret>,
+    /// `CCM_API_READS_OPEN`: API reads need no token even when one is set (default false).
+    pub api_reads_open: bool,
 }
 
 /// Every variable ccm reads, in the order of `.env.example`.
@@ -260,6 +264,8 @@ const VARIABLES: &[&str] = &[
     "CCM_ETCD_PREFIX",
     "CCM_ETCD_ENDPOINTS",
     "CCM_CANDIDATE_ID",
+    "CCM_API_TOKEN",
+    "CCM_API_READS_OPEN",
 ];
 
 /// Variables whose values are never echoed, not even in an error.
@@ -268,6 +274,7 @@ const SECRET_VARIABLES: &[&str] = &[
     "ARTIFACT_STORAGE_SECRET_KEY",
     "MONGODB_URI",
     "CLOUDEVENTS_SINK_URL",
+    "CCM_API_TOKEN",
 ];
 
 /// Reads typed values from a name → value map, with errors naming the variable.
@@ -512,6 +519,8 @@ impl Settings {
             candidate_id: r
                 .optional("CCM_CANDIDATE_ID")
                 .unwrap_or_else(|| format!("ccm-{}", std::process::id())),
+            api_token: r.optional("CCM_API_TOKEN").map(Secret),
+            api_reads_open: r.boolean("CCM_API_READS_OPEN", false)?,
         })
     }
 

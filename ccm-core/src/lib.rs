@@ -13,6 +13,7 @@
 //! * The CloudEvents catalogue: [`events`].
 #![deny(missing_docs)]
 
+pub mod api;
 pub mod definition;
 pub mod events;
 pub mod glob;

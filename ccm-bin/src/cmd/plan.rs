@@ -17,7 +17,11 @@ use std::process::ExitCode;
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Scenario YAML file (format: config/scenarios/README.md).
-    pub scenario: PathBuf,
+    #[arg(required_unless_present = "live")]
+    pub scenario: Option<PathBuf>,
+    /// Ask a running daemon (CCM_URL, CCM_API_TOKEN) for the plan its controller would make now.
+    #[arg(long, conflicts_with_all = ["timeline", "horizon_hours"])]
+    pub live: bool,
     /// Print the plan and the baseline's figures as JSON instead of the summary.
     #[arg(long)]
     pub json: bool,
@@ -31,7 +35,10 @@ pub struct Args {
 
 /// Runs `ccm plan`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut scenario = load_scenario(&args.scenario)?;
+    let Some(path) = args.scenario.as_ref().filter(|_| !args.live) else {
+        return super::workers::live_plan(args.json);
+    };
+    let mut scenario = load_scenario(path)?;
     if let Some(h) = args.horizon_hours {
         scenario.policy.horizon_hours = h;
     }

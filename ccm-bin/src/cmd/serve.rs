@@ -283,6 +283,20 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
         "worker templates seeded (create if absent)"
     );
     let events = event_backend(&settings)?;
+    let auth = crate::api::Auth::new(
+        settings.api_token.as_ref().map(|t| t.expose()),
+        settings.api_reads_open,
+    );
+    auth.check_listen(settings.http_addr)
+        .map_err(|e| anyhow::anyhow!(e))?;
+    if !auth.has_token() {
+        tracing::warn!("CCM_API_TOKEN is not set: the /api/v1 endpoints are open (loopback only)");
+    }
+    let artifacts: Arc<dyn ccm_core::store::ArtifactStore> = if embedded {
+        Arc::new(ccm_core::memory::artifact::MemoryArtifactStore::new())
+    } else {
+        crate::api::artifacts::s3(&settings.artifacts)
+    };
     // ccm ships no real cloud provider: workers are simulated (boot takes the template's
     // startup minutes of real time).
     let provider = Arc::new(SimulatedProvider::new(clock.clone()));
@@ -294,6 +308,7 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
             .events(events)
             .clock(clock)
             .provider(provider)
+            .artifacts(artifacts)
             .settings(runtime_settings(&settings))
             .build()?,
     );
@@ -306,7 +321,8 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let (addr, http_task) = http::serve(
         settings.http_addr,
-        http::router(probe, settings.candidate_id.clone(), backend_name.clone()),
+        http::router(probe, settings.candidate_id.clone(), backend_name.clone())
+            .merge(crate::api::router(runtime.lablets().clone(), auth)),
         async {
             let _ = http_stopped.await;
         },

@@ -22,6 +22,7 @@ pub struct RuntimeBuilder {
     events: Option<Arc<dyn EventSink>>,
     clock: Option<Arc<dyn Clock>>,
     provider: Option<Arc<dyn WorkerProvider>>,
+    artifacts: Option<Arc<dyn crate::store::ArtifactStore>>,
     settings: RuntimeSettings,
 }
 
@@ -62,6 +63,11 @@ impl RuntimeBuilder {
     /// The cloud.
     pub fn provider(mut self, p: Arc<dyn WorkerProvider>) -> Self {
         self.provider = Some(p);
+        self
+    }
+    /// Where lab YAML is kept (for [`Runtime::lablets`]; in memory when not set).
+    pub fn artifacts(mut self, a: Arc<dyn crate::store::ArtifactStore>) -> Self {
+        self.artifacts = Some(a);
         self
     }
     /// Intervals, TTL, lead time, grace, prefix, candidate id.
@@ -114,7 +120,11 @@ impl RuntimeBuilder {
                 metrics.clone(),
             )
         };
+        let artifacts = self
+            .artifacts
+            .unwrap_or_else(|| Arc::new(crate::memory::artifact::MemoryArtifactStore::new()));
         Ok(Runtime {
+            lablets: crate::api::Lablets::new(ctx.clone(), artifacts),
             scheduler_campaign: campaign(&sh),
             controller_campaign: campaign(&ch),
             scheduler: Scheduler::new(ctx.clone(), sh),
@@ -148,6 +158,7 @@ pub struct StepReport {
 /// The scheduler and controller of one process, with their leadership.
 pub struct Runtime {
     ctx: Arc<Ctx>,
+    lablets: crate::api::Lablets,
     metrics: Arc<Metrics>,
     scheduler: Scheduler,
     controller: Controller,
@@ -168,6 +179,11 @@ impl Runtime {
     /// A builder.
     pub fn builder() -> RuntimeBuilder {
         RuntimeBuilder::default()
+    }
+
+    /// The lablet API over this runtime's stores (register, book, cancel, explain, plan).
+    pub fn lablets(&self) -> &crate::api::Lablets {
+        &self.lablets
     }
 
     /// The scheduler loop.

@@ -18,7 +18,7 @@
 mod bind;
 mod builder;
 pub mod codec;
-mod context;
+pub(crate) mod context;
 mod controller;
 pub mod keys;
 mod leadership;

@@ -1,0 +1,947 @@
+//! The typed lablet API: register definitions, book and cancel sessions, ask why.
+//!
+//! [`Lablets`] is reached from a built runtime ([`crate::runtime::Runtime::lablets`]) and
+//! written against the store traits; every decision it takes is a pure function in
+//! [`decide`] (admission runs [`crate::planner::plan`] on the live state plus the booking).
+//!
+//! * **Definitions**: [`Lablets::register_definition`] validates the lab YAML, derives the port
+//!   template from its node tags ([`crate::labyaml::port_template`]), stores the YAML in the
+//!   [`ArtifactStore`] under `definitions/{name}/{version}/cml.yaml` with its SHA-256, and the
+//!   definition in the [`crate::store::SpecStore`]. The same content twice is idempotent;
+//!   different content under an existing version is a conflict.
+//! * **Bookings**: [`Lablets::book`] validates, then asks the planner: accepted (where, ready
+//!   by) or rejected (the deciding constraint and the earliest slot start that would work).
+//!   Admissions are serialised through the `{prefix}/admission` key: each admitted booking's
+//!   transaction requires the key unchanged since the state was read, so two bookings are
+//!   never admitted on the same view of the capacity, in one process or many.
+//! * **Cancel** frees the session's capacity and ports in the same transaction as the state
+//!   change, guarded by both keys' revisions.
+//!
+//! Keys added to the layout of [`crate::runtime::keys`]: `{prefix}/admission` (the admission
+//! guard) and `{prefix}/idempotency/{sha256 of the key}` (the booking a key made).
+
+pub mod decide;
+mod types;
+
+pub use types::{
+    definition_id, Admission, BookingOutcome, BookingRequest, DefinitionDraft, DueAction,
+    Explanation, Landscape, LandscapeBucket, Page, Placement, PortUsage, Preview, Refusal,
+    Registered, Registration, SessionQuery, WorkerView,
+};
+
+use crate::definition::LabletDefinition;
+use crate::events::{CcmEvent, EventType};
+use crate::runtime::codec;
+use crate::runtime::context::Ctx;
+use crate::runtime::RuntimeError;
+use crate::session::{LabletSession, SessionState};
+use crate::store::artifact::{definition_key, sha256_hex};
+use crate::store::{
+    ArtifactError, ArtifactStore, AuditEvent, AuditQuery, Compare, SpecError, StoreError, Txn,
+    WriteCondition,
+};
+use crate::template::WorkerTemplate;
+use crate::timeslot::{Timeslot, Timestamp};
+use crate::worker::Worker;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Largest lab YAML accepted (bytes).
+pub const MAX_LAB_YAML_BYTES: usize = 1024 * 1024;
+/// Longest owner, reservation or idempotency key (characters).
+pub const MAX_TEXT: usize = 256;
+/// How often a booking re-plans after another booking was admitted under it.
+const ADMISSION_ATTEMPTS: u32 = 64;
+
+/// Errors of the façade; each names the field or the record it is about.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ApiError {
+    /// Bad input.
+    #[error("{field}: {message}")]
+    Invalid {
+        /// The field (JSON name).
+        field: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// No such record.
+    #[error("{kind} {id} not found")]
+    NotFound {
+        /// `definition`, `session`, `worker`, `template`.
+        kind: &'static str,
+        /// The id asked for.
+        id: String,
+    },
+    /// The request conflicts with what is stored.
+    #[error("{message}")]
+    Conflict {
+        /// Stable code: `version_conflict`, `idempotency_mismatch`, `already_ended`,
+        /// `not_bound`, `contention`.
+        code: &'static str,
+        /// For people.
+        message: String,
+    },
+    /// The plan cannot serve the booking (and the caller did not ask to queue it).
+    #[error("booking not admitted: {}", .0.reason)]
+    Rejected(Box<Refusal>),
+    /// A backend cannot be reached; retry later.
+    #[error("unavailable: {0}")]
+    Unavailable(String),
+    /// A stored record is corrupt (reported, left alone).
+    #[error("corrupt record: {0}")]
+    Corrupt(String),
+    /// Anything else a backend reported.
+    #[error("backend: {0}")]
+    Backend(String),
+}
+
+impl ApiError {
+    /// The stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::Invalid { .. } => "invalid",
+            ApiError::NotFound { .. } => "not_found",
+            ApiError::Conflict { code, .. } => code,
+            ApiError::Rejected(_) => "not_admitted",
+            ApiError::Unavailable(_) => "unavailable",
+            ApiError::Corrupt(_) => "corrupt_record",
+            ApiError::Backend(_) => "backend",
+        }
+    }
+
+    fn invalid(field: &str, message: impl Into<String>) -> Self {
+        ApiError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ StoreError::Decode { .. } => ApiError::Corrupt(e.to_string()),
+            e => ApiError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<SpecError> for ApiError {
+    fn from(e: SpecError) -> Self {
+        match e {
+            SpecError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ SpecError::Conflict { .. } => ApiError::Conflict {
+                code: "version_conflict",
+                message: e.to_string(),
+            },
+            SpecError::Backend(m) => ApiError::Backend(m),
+        }
+    }
+}
+
+impl From<ArtifactError> for ApiError {
+    fn from(e: ArtifactError) -> Self {
+        match e {
+            ArtifactError::Unavailable(m) => ApiError::Unavailable(m),
+            e @ ArtifactError::Corrupted { .. } => ApiError::Corrupt(e.to_string()),
+            e => ApiError::Backend(e.to_string()),
+        }
+    }
+}
+
+impl From<RuntimeError> for ApiError {
+    fn from(e: RuntimeError) -> Self {
+        match e {
+            RuntimeError::Store(s) => s.into(),
+            RuntimeError::Spec(s) => s.into(),
+            e => ApiError::Backend(e.to_string()),
+        }
+    }
+}
+
+/// What an idempotency key made.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct IdempotencyRecord {
+    session_id: String,
+    fingerprint: String,
+    admission: Admission,
+}
+
+struct Inner {
+    ctx: Arc<Ctx>,
+    artifacts: Arc<dyn ArtifactStore>,
+    /// Admissions of this process one at a time (the store key orders them across processes).
+    admission: tokio::sync::Mutex<()>,
+}
+
+/// The lablet API over a runtime's stores (cheap to clone; clones share the admission order).
+#[derive(Clone)]
+pub struct Lablets {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Lablets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lablets")
+            .field("prefix", &self.inner.ctx.keys.prefix())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Lablets {
+    pub(crate) fn new(ctx: Arc<Ctx>, artifacts: Arc<dyn ArtifactStore>) -> Self {
+        Lablets {
+            inner: Arc::new(Inner {
+                ctx,
+                artifacts,
+                admission: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    fn ctx(&self) -> &Ctx {
+        &self.inner.ctx
+    }
+
+    fn admission_key(&self) -> String {
+        format!("{}/admission", self.ctx().keys.prefix())
+    }
+
+    fn idempotency_key(&self, key: &str) -> String {
+        format!(
+            "{}/idempotency/{}",
+            self.ctx().keys.prefix(),
+            sha256_hex(key.as_bytes())
+        )
+    }
+
+    /// The clock's now.
+    pub fn now(&self) -> Timestamp {
+        self.ctx().clock.now()
+    }
+
+    // ---- definitions ----------------------------------------------------------------------
+
+    /// Registers a definition with its lab YAML (see the module docs).
+    pub async fn register_definition(
+        &self,
+        draft: DefinitionDraft,
+        lab_yaml: &str,
+    ) -> Result<Registered, ApiError> {
+        let ctx = self.ctx();
+        if !types::valid_name(&draft.name) {
+            return Err(ApiError::invalid(
+                "name",
+                format!(
+                    "{:?} is not a definition name (1-64 of a-z 0-9 . _ -, starting with a letter or digit)",
+                    draft.name
+                ),
+            ));
+        }
+        if lab_yaml.len() > MAX_LAB_YAML_BYTES {
+            return Err(ApiError::invalid(
+                "lab_yaml",
+                format!(
+                    "{} bytes, more than the limit of {MAX_LAB_YAML_BYTES}",
+                    lab_yaml.len()
+                ),
+            ));
+        }
+        if lab_yaml.trim().is_empty() {
+            return Err(ApiError::invalid("lab_yaml", "is empty"));
+        }
+        let ports = crate::labyaml::port_template(lab_yaml)
+            .map_err(|e| ApiError::invalid("lab_yaml", e.to_string()))?;
+        let nodes = count_nodes(lab_yaml);
+        let node_count = match draft.node_count {
+            Some(n) => n,
+            None if nodes > 0 => nodes,
+            None => {
+                return Err(ApiError::invalid(
+                    "node_count",
+                    "not given and the lab YAML has no nodes",
+                ))
+            }
+        };
+        let max_duration_minutes = draft.max_duration_minutes.unwrap_or(120);
+        if max_duration_minutes == 0 {
+            return Err(ApiError::invalid(
+                "max_duration_minutes",
+                "must be at least 1",
+            ));
+        }
+        let hash = sha256_hex(lab_yaml.as_bytes());
+        let now = self.now();
+        let versions = ctx.spec.list_definition_versions(&draft.name).await?;
+        let latest = versions.iter().max_by(|a, b| a.version.cmp(&b.version));
+        let mut def = LabletDefinition {
+            id: String::new(),
+            name: draft.name.clone(),
+            version: semver::Version::new(1, 0, 0),
+            lab_artifact_uri: String::new(),
+            lab_yaml_hash: hash,
+            resource_requirements: draft.resource_requirements,
+            node_count,
+            license_affinity: draft.license_affinity.clone(),
+            ami_requirements: draft.ami_requirements.clone(),
+            port_template: ports,
+            max_duration_minutes,
+            created_at: Some(now),
+            created_by: draft.created_by.clone(),
+        };
+        // Which version: the one given, or the latest when unchanged, or its next patch.
+        let version = match (&draft.version, latest) {
+            (Some(v), _) => v.clone(),
+            (None, None) => semver::Version::new(1, 0, 0),
+            (None, Some(l)) => {
+                let mut probe = def.clone();
+                probe.version = l.version.clone();
+                probe.lab_artifact_uri = l.lab_artifact_uri.clone();
+                if types::same_content(l, &probe) {
+                    return Ok(Registered {
+                        outcome: Registration::Unchanged,
+                        definition: l.clone(),
+                    });
+                }
+                semver::Version::new(l.version.major, l.version.minor, l.version.patch + 1)
+            }
+        };
+        def.version = version.clone();
+        def.id = definition_id(&def.name, &version);
+        let key = definition_key(&def.name, &version);
+        def.lab_artifact_uri = key.clone();
+        def.validate()
+            .map_err(|e| ApiError::invalid("definition", e.to_string()))?;
+        if let Some(existing) = versions.iter().find(|d| d.version == version) {
+            return if types::same_content(existing, &def) {
+                Ok(Registered {
+                    outcome: Registration::Unchanged,
+                    definition: existing.clone(),
+                })
+            } else {
+                Err(ApiError::Conflict {
+                    code: "version_conflict",
+                    message: format!(
+                        "definition {} version {version} exists with different content; register a new version",
+                        def.name
+                    ),
+                })
+            };
+        }
+        self.put_artifact(&key, lab_yaml, &def.lab_yaml_hash)
+            .await?;
+        match ctx.spec.insert_definition(&def).await {
+            Ok(()) => {}
+            Err(SpecError::Conflict { .. }) => {
+                // A concurrent registration of the same version won: same content is fine.
+                return match ctx.spec.get_definition(&def.name, &version).await? {
+                    Some(d) if types::same_content(&d, &def) => Ok(Registered {
+                        outcome: Registration::Unchanged,
+                        definition: d,
+                    }),
+                    _ => Err(ApiError::Conflict {
+                        code: "version_conflict",
+                        message: format!(
+                            "definition {} version {version} was registered concurrently with different content",
+                            def.name
+                        ),
+                    }),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        }
+        let previous = latest.map(|l| l.version.clone());
+        let event = CcmEvent::definition(&def, previous.as_ref());
+        let audit = AuditEvent {
+            id: uuid::Uuid::new_v4().to_string(),
+            subject: def.id.clone(),
+            event_type: event.event_type().type_name().to_string(),
+            time: now,
+            actor: def.created_by.clone().unwrap_or_else(|| "api".into()),
+            reason: format!("registered {} version {version}", def.name),
+            data: serde_json::json!({ "name": def.name, "version": version.to_string() }),
+        };
+        if let Err(e) = ctx.spec.record_audit(&audit).await {
+            tracing::warn!(error = %e, definition = %def.id, "audit record of a registration failed");
+        }
+        ctx.emit(event, now).await;
+        Ok(Registered {
+            outcome: if previous.is_some() {
+                Registration::NewVersion
+            } else {
+                Registration::Created
+            },
+            definition: def,
+        })
+    }
+
+    async fn put_artifact(&self, key: &str, yaml: &str, hash: &str) -> Result<(), ApiError> {
+        let data = bytes::Bytes::copy_from_slice(yaml.as_bytes());
+        match self
+            .inner
+            .artifacts
+            .put(key, data.clone(), WriteCondition::IfAbsent)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(ArtifactError::PreconditionFailed { .. }) => {
+                match self.inner.artifacts.head(key).await? {
+                    Some(m) if m.sha256 == hash => Ok(()),
+                    // Left by a registration that stopped before its definition was stored
+                    // (no definition refers to it): replace it.
+                    _ => {
+                        self.inner
+                            .artifacts
+                            .put(key, data, WriteCondition::Always)
+                            .await?;
+                        Ok(())
+                    }
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Every definition name's latest version, by name.
+    pub async fn definitions(&self) -> Result<Vec<LabletDefinition>, ApiError> {
+        let ctx = self.ctx();
+        let events = ctx
+            .spec
+            .query_audit(&AuditQuery {
+                event_type: Some(EventType::DefinitionCreated.type_name().to_string()),
+                ..AuditQuery::default()
+            })
+            .await?;
+        let names: std::collections::BTreeSet<String> = events
+            .iter()
+            .filter_map(|e| e.data.get("name").and_then(|n| n.as_str()))
+            .map(str::to_string)
+            .collect();
+        let mut out = Vec::new();
+        for n in names {
+            if let Some(d) = ctx.spec.latest_definition(&n).await? {
+                out.push(d);
+            }
+        }
+        Ok(out)
+    }
+
+    /// A definition by id (`name@version`), or a name's latest version.
+    pub async fn definition(&self, id_or_name: &str) -> Result<LabletDefinition, ApiError> {
+        let ctx = self.ctx();
+        if let Some(d) = ctx.spec.get_definition_by_id(id_or_name).await? {
+            return Ok(d);
+        }
+        if let Some((name, v)) = id_or_name.split_once('@') {
+            if let Ok(v) = semver::Version::parse(v) {
+                if let Some(d) = ctx.spec.get_definition(name, &v).await? {
+                    return Ok(d);
+                }
+            }
+        } else if let Some(d) = ctx.spec.latest_definition(id_or_name).await? {
+            return Ok(d);
+        }
+        Err(ApiError::NotFound {
+            kind: "definition",
+            id: id_or_name.to_string(),
+        })
+    }
+
+    /// Every version of a name, oldest first.
+    pub async fn definition_versions(&self, name: &str) -> Result<Vec<LabletDefinition>, ApiError> {
+        let name = name.split_once('@').map_or(name, |x| x.0);
+        let v = self.ctx().spec.list_definition_versions(name).await?;
+        if v.is_empty() {
+            return Err(ApiError::NotFound {
+                kind: "definition",
+                id: name.to_string(),
+            });
+        }
+        Ok(v)
+    }
+
+    /// The definition a booking names.
+    async fn resolve(&self, req: &BookingRequest) -> Result<LabletDefinition, ApiError> {
+        let ctx = self.ctx();
+        let id = req.definition_id.trim();
+        if id.is_empty() {
+            return Err(ApiError::invalid("definition_id", "is empty"));
+        }
+        let not_found = || ApiError::NotFound {
+            kind: "definition",
+            id: id.to_string(),
+        };
+        let def = match (id.split_once('@'), &req.definition_version) {
+            (Some(_), pinned) => {
+                let d = self.definition(id).await.map_err(|_| not_found())?;
+                if let Some(p) = pinned {
+                    if *p != d.version {
+                        return Err(ApiError::invalid(
+                            "definition_version",
+                            format!("{p} differs from the version in definition_id {id}"),
+                        ));
+                    }
+                }
+                d
+            }
+            (None, Some(v)) => match ctx.spec.get_definition(id, v).await? {
+                Some(d) => d,
+                None => {
+                    return Err(ApiError::NotFound {
+                        kind: "definition",
+                        id: definition_id(id, v),
+                    })
+                }
+            },
+            (None, None) => self.definition(id).await.map_err(|_| not_found())?,
+        };
+        Ok(def)
+    }
+
+    // ---- bookings -------------------------------------------------------------------------
+
+    /// Books a session (see the module docs): validates, asks the planner, stores it PENDING.
+    pub async fn book(&self, req: BookingRequest) -> Result<BookingOutcome, ApiError> {
+        let ctx = self.ctx();
+        let now = self.now();
+        check_text("owner_id", &req.owner_id, true)?;
+        if let Some(r) = &req.reservation_id {
+            check_text("reservation_id", r, true)?;
+        }
+        if let Some(k) = &req.idempotency_key {
+            check_text("idempotency_key", k, true)?;
+        }
+        if let Some(r) = &req.region {
+            check_text("region", r, true)?;
+        }
+        let def = self.resolve(&req).await?;
+        let slot = match (req.timeslot_start, req.timeslot_end) {
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ApiError::invalid(
+                    "timeslot_end",
+                    "missing: give both timeslot_start and timeslot_end, or neither for as soon as possible",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ApiError::invalid(
+                    "timeslot_start",
+                    "missing: give both timeslot_start and timeslot_end, or neither for as soon as possible",
+                ))
+            }
+            (Some(a), Some(b)) => {
+                let slot = Timeslot::new(a, b).map_err(|e| {
+                    ApiError::invalid("timeslot_end", e.to_string())
+                })?;
+                if a < now {
+                    return Err(ApiError::invalid(
+                        "timeslot_start",
+                        format!("{} is in the past (now {})", a.to_rfc3339(), now.to_rfc3339()),
+                    ));
+                }
+                let max = chrono::Duration::minutes(i64::from(def.max_duration_minutes));
+                if def.max_duration_minutes > 0 && slot.duration() > max {
+                    return Err(ApiError::invalid(
+                        "timeslot_end",
+                        format!(
+                            "the slot is {} minutes, longer than {}'s max_duration_minutes {}",
+                            slot.duration().num_minutes(),
+                            def.id,
+                            def.max_duration_minutes
+                        ),
+                    ));
+                }
+                Some(slot)
+            }
+        };
+        let fingerprint = fingerprint(&req, &def);
+        let idem_key = req
+            .idempotency_key
+            .as_deref()
+            .map(|k| self.idempotency_key(k));
+        if let Some(k) = &idem_key {
+            if let Some(found) = self.replay(k, &fingerprint).await? {
+                return Ok(found);
+            }
+        }
+        let mut session = LabletSession::new(
+            uuid::Uuid::new_v4().to_string(),
+            def.id.clone(),
+            def.version.to_string(),
+            req.owner_id.clone(),
+            slot,
+            now,
+        );
+        session.region = req.region.clone();
+        session.reservation_id = req.reservation_id.clone();
+        let templates = ctx.spec.list_templates().await?;
+        if req.dry_run {
+            let snap = crate::runtime::snapshot::load(ctx).await?;
+            let admission = decide::admit(&snap, &templates, now, &ctx.settings, &session, &def);
+            return Ok(BookingOutcome {
+                queued: !admission.accepted() && req.queue,
+                session: None,
+                admission,
+                created: false,
+                dry_run: true,
+            });
+        }
+        let _order = self.inner.admission.lock().await;
+        let akey = self.admission_key();
+        let skey = ctx.keys.session(&session.id);
+        for attempt in 0..ADMISSION_ATTEMPTS {
+            let guard = ctx.state.get(&akey).await?.map_or(0, |kv| kv.mod_revision);
+            let snap = crate::runtime::snapshot::load(ctx).await?;
+            let admission = decide::admit(&snap, &templates, now, &ctx.settings, &session, &def);
+            if let Admission::Rejected(r) = &admission {
+                if !req.queue {
+                    return Err(ApiError::Rejected(Box::new(r.clone())));
+                }
+            }
+            let mut txn = Txn::new()
+                .when(Compare::unchanged_since(akey.clone(), guard))
+                .when(Compare::Missing { key: skey.clone() })
+                .put(skey.clone(), codec::encode(&skey, &session)?)
+                .put(akey.clone(), session.id.clone().into_bytes());
+            if let Some(k) = &idem_key {
+                let rec = IdempotencyRecord {
+                    session_id: session.id.clone(),
+                    fingerprint: fingerprint.clone(),
+                    admission: admission.clone(),
+                };
+                txn = txn
+                    .when(Compare::Missing { key: k.clone() })
+                    .put(k.clone(), codec::encode(k, &rec)?);
+            }
+            let resp = ctx.state.txn(txn).await?;
+            if resp.succeeded {
+                ctx.emit(CcmEvent::session(&session), now).await;
+                return Ok(BookingOutcome {
+                    queued: !admission.accepted(),
+                    session: Some(session),
+                    admission,
+                    created: true,
+                    dry_run: false,
+                });
+            }
+            if let Some(k) = &idem_key {
+                if let Some(found) = self.replay(k, &fingerprint).await? {
+                    return Ok(found);
+                }
+            }
+            tracing::debug!(
+                attempt,
+                "another booking was admitted first; planning again"
+            );
+        }
+        Err(ApiError::Conflict {
+            code: "contention",
+            message: format!(
+                "{ADMISSION_ATTEMPTS} other bookings were admitted while this one was planned; retry"
+            ),
+        })
+    }
+
+    /// The booking an idempotency key already made, if any.
+    async fn replay(
+        &self,
+        key: &str,
+        fingerprint: &str,
+    ) -> Result<Option<BookingOutcome>, ApiError> {
+        let ctx = self.ctx();
+        let Some(kv) = ctx.state.get(key).await? else {
+            return Ok(None);
+        };
+        let rec: IdempotencyRecord = codec::decode(key, &kv.value)?;
+        if rec.fingerprint != fingerprint {
+            return Err(ApiError::Conflict {
+                code: "idempotency_mismatch",
+                message: format!(
+                    "idempotency_key was used for a different booking (session {})",
+                    rec.session_id
+                ),
+            });
+        }
+        let session = self.get(&rec.session_id).await?;
+        Ok(Some(BookingOutcome {
+            queued: !rec.admission.accepted(),
+            session: Some(session),
+            admission: rec.admission,
+            created: false,
+            dry_run: false,
+        }))
+    }
+
+    /// Cancels a session: TERMINATED, its capacity and ports released in the same transaction
+    /// (guarded by the revisions of the session and its worker). Cancelling a TERMINATED
+    /// session returns it unchanged.
+    pub async fn cancel(&self, id: &str, reason: &str) -> Result<LabletSession, ApiError> {
+        let ctx = self.ctx();
+        let skey = ctx.keys.session(id);
+        for _ in 0..ADMISSION_ATTEMPTS {
+            let Some(kv) = ctx.state.get(&skey).await? else {
+                return Err(ApiError::NotFound {
+                    kind: "session",
+                    id: id.to_string(),
+                });
+            };
+            let s: LabletSession = codec::decode(&skey, &kv.value)?;
+            if s.state == SessionState::Terminated {
+                return Ok(s);
+            }
+            if s.state.is_final() {
+                return Err(ApiError::Conflict {
+                    code: "already_ended",
+                    message: format!("session {id} is {} and cannot be cancelled", s.state),
+                });
+            }
+            let now = self.now();
+            let mut next = s.clone();
+            let why = if reason.trim().is_empty() {
+                "cancelled".to_string()
+            } else {
+                format!("cancelled: {}", reason.trim())
+            };
+            next.transition(SessionState::Terminated, now, why)
+                .map_err(|e| ApiError::Conflict {
+                    code: "already_ended",
+                    message: e.to_string(),
+                })?;
+            next.allocated_ports.clear();
+            let mut txn = Txn::new()
+                .when(Compare::unchanged_since(skey.clone(), kv.mod_revision))
+                .put(skey.clone(), codec::encode(&skey, &next)?);
+            if let (true, Some(wid)) = (s.holds_capacity(), &s.worker_id) {
+                let wkey = ctx.keys.worker(wid);
+                if let Some(wkv) = ctx.state.get(&wkey).await? {
+                    let mut w: Worker = codec::decode(&wkey, &wkv.value)?;
+                    if let Some(def) = ctx.definition(&s.definition_id).await? {
+                        let load =
+                            crate::resources::Load::new(def.resource_requirements, def.node_count);
+                        w.allocated = w.allocated.saturating_sub(&load);
+                    }
+                    w.ports.release(&s.id);
+                    w.last_activity_at = Some(now);
+                    txn = txn
+                        .when(Compare::unchanged_since(wkey.clone(), wkv.mod_revision))
+                        .put(wkey.clone(), codec::encode(&wkey, &w)?);
+                }
+            }
+            if ctx.state.txn(txn).await?.succeeded {
+                ctx.emit(CcmEvent::session(&next), now).await;
+                return Ok(next);
+            }
+        }
+        Err(ApiError::Conflict {
+            code: "contention",
+            message: format!("session {id} kept changing while it was cancelled; retry"),
+        })
+    }
+
+    /// One session.
+    pub async fn get(&self, id: &str) -> Result<LabletSession, ApiError> {
+        let key = self.ctx().keys.session(id);
+        match self.ctx().state.get(&key).await? {
+            Some(kv) => Ok(codec::decode(&key, &kv.value)?),
+            None => Err(ApiError::NotFound {
+                kind: "session",
+                id: id.to_string(),
+            }),
+        }
+    }
+
+    /// Sessions matching `q`, one page (undecodable records are reported in the log and skipped).
+    pub async fn list(&self, q: &SessionQuery) -> Result<Page<LabletSession>, ApiError> {
+        let ctx = self.ctx();
+        let list = ctx.state.list(&ctx.keys.sessions()).await?;
+        let mut sessions = Vec::with_capacity(list.kvs.len());
+        for kv in &list.kvs {
+            match codec::decode::<LabletSession>(&kv.key, &kv.value) {
+                Ok(s) => sessions.push(s),
+                Err(e) => tracing::warn!(error = %e, "session record skipped"),
+            }
+        }
+        Ok(decide::page(q, sessions))
+    }
+
+    /// Why a session is (still) PENDING, from the scheduler's placement and the planner.
+    pub async fn explain(&self, id: &str) -> Result<Explanation, ApiError> {
+        let ctx = self.ctx();
+        let snap = crate::runtime::snapshot::load(ctx).await?;
+        let s = match snap.sessions.get(id) {
+            Some(s) => s.value.clone(),
+            None => self.get(id).await?,
+        };
+        let templates = ctx.spec.list_templates().await?;
+        Ok(decide::explain(
+            &snap,
+            &templates,
+            self.now(),
+            &ctx.settings,
+            &s,
+        ))
+    }
+
+    // ---- fleet and plan -------------------------------------------------------------------
+
+    /// Every worker with its capacity, allocation (derived from the sessions) and ports.
+    pub async fn workers(&self) -> Result<Vec<WorkerView>, ApiError> {
+        let snap = crate::runtime::snapshot::load(self.ctx()).await?;
+        Ok(decide::worker_views(&snap))
+    }
+
+    /// One worker.
+    pub async fn worker(&self, id: &str) -> Result<WorkerView, ApiError> {
+        self.workers()
+            .await?
+            .into_iter()
+            .find(|w| w.id == id)
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "worker",
+                id: id.to_string(),
+            })
+    }
+
+    /// Every worker template.
+    pub async fn templates(&self) -> Result<Vec<WorkerTemplate>, ApiError> {
+        Ok(self.ctx().spec.list_templates().await?)
+    }
+
+    /// One worker template.
+    pub async fn template(&self, name: &str) -> Result<WorkerTemplate, ApiError> {
+        self.ctx()
+            .spec
+            .get_template(name)
+            .await?
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "template",
+                id: name.to_string(),
+            })
+    }
+
+    /// The plan the controller would make at `now`, with the actions due then.
+    pub async fn preview(&self, now: Timestamp) -> Result<Preview, ApiError> {
+        let ctx = self.ctx();
+        let snap = crate::runtime::snapshot::load(ctx).await?;
+        let templates = ctx.spec.list_templates().await?;
+        let (plan, input) = decide::plan_now(&snap, &templates, now, &ctx.settings);
+        let (actions, _) = crate::runtime::due_actions(&plan, &input, &snap, &templates, now);
+        Ok(Preview {
+            due: actions.iter().map(decide::due_action).collect(),
+            plan,
+        })
+    }
+
+    /// Demand against billed capacity per 15 minutes over the next 24 hours from `now`.
+    pub async fn landscape(&self, now: Timestamp) -> Result<Landscape, ApiError> {
+        let ctx = self.ctx();
+        let snap = crate::runtime::snapshot::load(ctx).await?;
+        let templates = ctx.spec.list_templates().await?;
+        let (plan, input) = decide::plan_now(&snap, &templates, now, &ctx.settings);
+        Ok(decide::landscape(
+            &plan,
+            &input,
+            now,
+            chrono::Duration::minutes(15),
+            chrono::Duration::hours(24),
+        ))
+    }
+
+    /// The lab YAML of a bound session with its ports filled in: the format-preserving rewrite
+    /// of the stored artifact, after its SHA-256 was checked against the definition's.
+    pub async fn session_lab_yaml(&self, id: &str) -> Result<String, ApiError> {
+        let ctx = self.ctx();
+        let s = self.get(id).await?;
+        if !s.holds_capacity() || s.worker_id.is_none() {
+            return Err(ApiError::Conflict {
+                code: "not_bound",
+                message: format!(
+                    "session {id} is {}: its ports are known once it is bound",
+                    s.state
+                ),
+            });
+        }
+        let def = ctx
+            .definition(&s.definition_id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound {
+                kind: "definition",
+                id: s.definition_id.clone(),
+            })?;
+        if def.lab_artifact_uri.is_empty() {
+            return Err(ApiError::NotFound {
+                kind: "lab YAML of definition",
+                id: def.id.clone(),
+            });
+        }
+        let (data, meta) = self.inner.artifacts.get(&def.lab_artifact_uri).await?;
+        if !def.lab_yaml_hash.is_empty() && meta.sha256 != def.lab_yaml_hash {
+            return Err(ApiError::Corrupt(format!(
+                "artifact {}: sha256 {} but definition {} expects {}",
+                def.lab_artifact_uri, meta.sha256, def.id, def.lab_yaml_hash
+            )));
+        }
+        let text = std::str::from_utf8(&data)
+            .map_err(|e| ApiError::Corrupt(format!("artifact {}: {e}", def.lab_artifact_uri)))?;
+        let bindings = crate::labyaml::PortBindings::new(&def.port_template, &s.allocated_ports)
+            .map_err(|e| ApiError::Corrupt(format!("definition {}: {e}", def.id)))?;
+        let out = crate::labyaml::rewrite_ports(text, &bindings)
+            .map_err(|e| ApiError::Corrupt(format!("artifact {}: {e}", def.lab_artifact_uri)))?;
+        Ok(out.text)
+    }
+
+    /// Puts a worker record into the state store (for embedders that bring their own fleet,
+    /// tests and demos; the controller adopts it like any other). Its allocation is derived
+    /// from the sessions bound to it.
+    pub async fn put_worker(&self, w: &Worker) -> Result<(), ApiError> {
+        let key = self.ctx().keys.worker(&w.id);
+        self.ctx()
+            .state
+            .put(&key, codec::encode(&key, w)?, None)
+            .await?;
+        Ok(())
+    }
+}
+
+fn check_text(field: &str, v: &str, required: bool) -> Result<(), ApiError> {
+    if required && v.trim().is_empty() {
+        return Err(ApiError::invalid(field, "is empty"));
+    }
+    if v.chars().count() > MAX_TEXT {
+        return Err(ApiError::invalid(
+            field,
+            format!("longer than {MAX_TEXT} characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// What identifies a booking for its idempotency key.
+fn fingerprint(req: &BookingRequest, def: &LabletDefinition) -> String {
+    let v = serde_json::json!({
+        "definition": def.id,
+        "start": req.timeslot_start,
+        "end": req.timeslot_end,
+        "owner": req.owner_id,
+        "region": req.region,
+        "reservation": req.reservation_id,
+        "queue": req.queue,
+    });
+    sha256_hex(v.to_string().as_bytes())
+}
+
+/// Nodes in every document of a lab YAML (0 when it does not parse; the port template
+/// extraction has reported that already).
+fn count_nodes(yaml: &str) -> u32 {
+    use serde::Deserialize;
+    let mut n = 0u32;
+    for doc in serde_norway::Deserializer::from_str(yaml) {
+        if let Ok(v) = serde_norway::Value::deserialize(doc) {
+            if let Some(serde_norway::Value::Sequence(nodes)) = v.get("nodes") {
+                n = n.saturating_add(u32::try_from(nodes.len()).unwrap_or(u32::MAX));
+            }
+        }
+    }
+    n
+}
