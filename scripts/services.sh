@@ -4,6 +4,8 @@
 #   scripts/services.sh install   # apt packages + Python venv (idempotent)
 #   scripts/services.sh start     # start all, wait until ready, write .ci-work/env
 #   scripts/services.sh stop      # stop all by pid
+#   scripts/services.sh member stop|kill|start NAME          # one etcd process (failover tests)
+#   scripts/services.sh auth enable|disable NAME PASSWORD    # etcd auth with user root (auth tests)
 #
 # Servers: etcd 3.4 single node (:23790) and a 3-member cluster (:23791-23793), SecantusDB
 # (MongoDB wire, :27117), moto_server (S3, :15000), the CloudEvents receiver (:18080), the CML
@@ -19,7 +21,6 @@ mkdir -p "$WORK" "$RUN"
 log() { printf '[services] %s\n' "$*" >&2; }
 
 need_apt=()
-command -v protoc >/dev/null 2>&1 || need_apt+=(protobuf-compiler)
 command -v etcd >/dev/null 2>&1 || need_apt+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need_apt+=(etcd-client)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl)
@@ -162,10 +163,41 @@ member() {
   esac
 }
 
+# Client URLs of an etcd by name: etcd-single, or etcd-cluster (all three members).
+etcd_urls() {
+  case "$1" in
+    etcd-single) echo http://127.0.0.1:23790 ;;
+    etcd-cluster) echo http://127.0.0.1:23791,http://127.0.0.1:23792,http://127.0.0.1:23793 ;;
+    *) echo "unknown etcd $1 (etcd-single or etcd-cluster)" >&2; return 2 ;;
+  esac
+}
+
+# Used by auth tests: turn etcd auth on (creating user root with PASSWORD) or off again.
+auth() {
+  local action=$1 name=$2 password=$3 urls
+  urls=$(etcd_urls "$name")
+  case "$action" in
+    enable)
+      if ! etcdctl --endpoints "$urls" user get root >/dev/null 2>&1; then
+        etcdctl --endpoints "$urls" user add "root:$password" >/dev/null
+      fi
+      # etcdctl creates the root role and grants it to root when it is missing.
+      etcdctl --endpoints "$urls" auth enable >/dev/null ;;
+    disable)
+      # Already off: nothing to do (the user then needs no password).
+      if etcdctl --endpoints "$urls" user get root >/dev/null 2>&1; then
+        return 0
+      fi
+      etcdctl --endpoints "$urls" --user "root:$password" auth disable >/dev/null ;;
+    *) echo "usage: $0 auth enable|disable NAME PASSWORD" >&2; return 2 ;;
+  esac
+}
+
 case "${1:-}" in
   install) install ;;
   start) start ;;
   stop) stop ;;
   member) member "$2" "$3" ;;
-  *) echo "usage: $0 install|start|stop|member stop|kill|start NAME" >&2; exit 2 ;;
+  auth) auth "$2" "$3" "$4" ;;
+  *) echo "usage: $0 install|start|stop|member stop|kill|start NAME|auth enable|disable NAME PASSWORD" >&2; exit 2 ;;
 esac

@@ -4,7 +4,7 @@
 //!
 //! | feature | adapter | crate |
 //! |---|---|---|
-//! | `etcd` | [`etcd`]: StateStore + LeaderElector | `etcd-client` |
+//! | `etcd` | [`etcd`]: StateStore + LeaderElector | `tonic` (committed generated code) |
 //! | `mongodb` | [`mongo`]: SpecStore | `mongodb` |
 //! | `s3` | [`s3`]: ArtifactStore | `aws-sdk-s3` |
 //! | `cloudevents` | [`cloudevents`]: EventSink | `cloudevents-sdk` |

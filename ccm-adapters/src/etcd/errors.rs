@@ -1,8 +1,7 @@
-//! Translation of etcd client errors into [`StoreError`].
+//! Translation of etcd gRPC statuses into [`StoreError`].
 
 use ccm_core::store::{LeaseId, StoreError};
-use etcd_client::Error;
-use tonic::Code;
+use tonic::{Code, Status};
 
 /// Messages that mean "try again later": no leader, leader change, overload — and a
 /// connection that broke under the call (tonic reports those as `Unknown: transport error`;
@@ -24,40 +23,32 @@ const TRANSIENT: &[&str] = &[
     "h2 protocol error",
 ];
 
-/// Maps a client error; `lease` names the lease the call was about, if any.
-pub(crate) fn map_err(e: Error, lease: Option<LeaseId>) -> StoreError {
-    match e {
-        Error::TransportError(t) => StoreError::Unavailable(format!("etcd transport: {t}")),
-        Error::IoError(io) => StoreError::Unavailable(format!("etcd i/o: {io}")),
-        Error::GRpcStatus(s) => {
-            let msg = s.message().to_string();
-            if msg.contains("requested lease not found") {
-                if let Some(id) = lease {
-                    return StoreError::LeaseNotFound(id);
-                }
-            }
-            match s.code() {
-                Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
-                    StoreError::Unavailable(format!("etcd: {msg}"))
-                }
-                Code::Unknown | Code::Internal if TRANSIENT.iter().any(|t| msg.contains(t)) => {
-                    StoreError::Unavailable(format!("etcd: {msg}"))
-                }
-                _ if TRANSIENT.iter().any(|t| msg.contains(t)) => {
-                    StoreError::Unavailable(format!("etcd: {msg}"))
-                }
-                code => StoreError::Backend(format!("etcd {code:?}: {msg}")),
-            }
+/// Maps a gRPC status; `lease` names the lease the call was about, if any.
+///
+/// A rejected auth token (`Unauthenticated`, "invalid auth token") is `Unavailable`: the
+/// connection authenticates again on the next call (etcd forgets its tokens when it
+/// restarts), so it is not a permanent failure. Wrong credentials are.
+pub(crate) fn map_status(s: &Status, lease: Option<LeaseId>) -> StoreError {
+    let msg = s.message();
+    if msg.contains("requested lease not found") {
+        if let Some(id) = lease {
+            return StoreError::LeaseNotFound(id);
         }
-        Error::LeaseKeepAliveError(m) if m.contains("not found") => match lease {
-            Some(id) => StoreError::LeaseNotFound(id),
-            None => StoreError::Backend(format!("etcd lease keep-alive: {m}")),
-        },
-        Error::LeaseKeepAliveError(m) | Error::WatchError(m) => {
-            StoreError::Unavailable(format!("etcd stream: {m}"))
+    }
+    if msg.contains("authentication failed") {
+        return StoreError::Backend(format!("etcd: {msg} (check ETCD_USERNAME / ETCD_PASSWORD)"));
+    }
+    if super::client::is_auth_rejection(s) {
+        return StoreError::Unavailable(format!("etcd auth: {msg}"));
+    }
+    match s.code() {
+        Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled | Code::Aborted => {
+            StoreError::Unavailable(format!("etcd: {msg}"))
         }
-        Error::EndpointError(m) => StoreError::Unavailable(format!("etcd endpoint: {m}")),
-        other => StoreError::Backend(format!("etcd: {other}")),
+        _ if TRANSIENT.iter().any(|t| msg.contains(t)) => {
+            StoreError::Unavailable(format!("etcd: {msg}"))
+        }
+        code => StoreError::Backend(format!("etcd {code:?}: {msg}")),
     }
 }
 
@@ -73,29 +64,54 @@ mod tests {
     #[test]
     fn a_connection_broken_under_the_call_is_unavailable() {
         for status in [
-            tonic::Status::unknown("transport error"),
-            tonic::Status::unknown("h2 protocol error: connection reset"),
-            tonic::Status::internal("error trying to connect: Connection refused"),
-            tonic::Status::unavailable("anything"),
+            Status::unknown("transport error"),
+            Status::unknown("h2 protocol error: connection reset"),
+            Status::internal("error trying to connect: Connection refused"),
+            Status::unavailable("anything"),
         ] {
-            let e = map_err(Error::GRpcStatus(status.clone()), None);
+            let e = map_status(&status, None);
             assert!(is_transient(&e), "{status:?} -> {e:?}");
         }
     }
 
     #[test]
     fn a_refused_request_is_a_backend_error() {
-        let e = map_err(
-            Error::GRpcStatus(tonic::Status::invalid_argument(
-                "too many operations in txn request",
-            )),
+        let e = map_status(
+            &Status::invalid_argument("etcdserver: too many operations in txn request"),
             None,
         );
         assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
-        let e = map_err(
-            Error::GRpcStatus(tonic::Status::not_found("requested lease not found")),
+        let e = map_status(
+            &Status::not_found("etcdserver: requested lease not found"),
             Some(7),
         );
         assert_eq!(e, StoreError::LeaseNotFound(7));
+    }
+
+    #[test]
+    fn a_rejected_token_is_transient_but_wrong_credentials_are_not() {
+        for status in [
+            Status::unauthenticated("etcdserver: invalid auth token"),
+            Status::invalid_argument("etcdserver: user name is empty"),
+            Status::invalid_argument("etcdserver: revision of auth store is old"),
+        ] {
+            let e = map_status(&status, None);
+            assert!(is_transient(&e), "{status:?} -> {e:?}");
+        }
+        let e = map_status(
+            &Status::invalid_argument(
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+            None,
+        );
+        assert!(
+            matches!(&e, StoreError::Backend(m) if m.contains("ETCD_PASSWORD")),
+            "{e:?}"
+        );
+        let e = map_status(
+            &Status::permission_denied("etcdserver: permission denied"),
+            None,
+        );
+        assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
     }
 }

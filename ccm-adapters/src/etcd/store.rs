@@ -1,7 +1,9 @@
 //! [`EtcdStateStore`]: the live-state store on etcd v3.
 
-use super::config::{read_pem, EtcdConfig};
-use super::errors::{is_transient, map_err};
+use super::client::Conn;
+use super::config::EtcdConfig;
+use super::errors::{is_transient, map_status};
+use super::pb::{etcdserverpb as pb, mvccpb};
 use super::watch::spawn_watch;
 use async_trait::async_trait;
 use ccm_core::store::elector::StoreElector;
@@ -9,14 +11,14 @@ use ccm_core::store::{
     CmpOp, Compare, KeyValue, LeaseId, ListResponse, Revision, StateStore, StoreError, Txn, TxnOp,
     TxnOpResponse, TxnResponse, WatchStream,
 };
-use etcd_client as ec;
+use futures::StreamExt;
+use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::request_op::Request;
+use pb::response_op::Response;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Largest gRPC message accepted from etcd (a listing of many sessions can exceed the 4 MiB
-/// default).
-const MAX_DECODE: usize = 256 * 1024 * 1024;
+use tonic::Status;
 
 /// The leader elector for etcd: leader key `{prefix}/leader/{election}` with a lease,
 /// fenced by its create revision.
@@ -35,9 +37,7 @@ pub type EtcdElector = StoreElector<EtcdStateStore>;
 /// ```
 #[derive(Clone)]
 pub struct EtcdStateStore {
-    kv: ec::KvClient,
-    lease: ec::LeaseClient,
-    watch: ec::WatchClient,
+    conn: Conn,
     config: Arc<EtcdConfig>,
 }
 
@@ -49,55 +49,34 @@ impl std::fmt::Debug for EtcdStateStore {
     }
 }
 
+/// The end of the key range holding every key that starts with `prefix`.
+pub(crate) fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    // Only 0xff bytes (or empty): every key from `prefix` on.
+    vec![0]
+}
+
 impl EtcdStateStore {
     /// Connects to the configured endpoints. The connection is lazy: an unreachable etcd
     /// shows up as `Unavailable` on the first call (use [`Self::ping`] to check at start-up);
     /// bad settings (malformed URL, unreadable certificate) fail here with a message naming
-    /// the setting.
+    /// the setting. With a user name and password, the first call authenticates, and a token
+    /// etcd no longer accepts (it forgets them when it restarts) is renewed and the call
+    /// retried once.
     pub async fn connect(config: EtcdConfig) -> Result<Self, StoreError> {
         config
             .validate()
             .map_err(|e| StoreError::Backend(format!("etcd settings: {e}")))?;
-        let mut opts = ec::ConnectOptions::new()
-            .with_connect_timeout(config.connect_timeout)
-            .with_timeout(config.request_timeout)
-            .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3))
-            .with_keep_alive_while_idle(true);
-        if let (Some(u), Some(p)) = (&config.username, &config.password) {
-            opts = opts.with_user(u.clone(), p.clone());
-        }
-        if config.uses_tls() {
-            let mut tls = ec::TlsOptions::new();
-            if let Some(ca) = &config.ca_cert {
-                let pem = read_pem("ETCD_CA_CERT", ca)
-                    .map_err(|e| StoreError::Backend(format!("etcd settings: {e}")))?;
-                tls = tls.ca_certificate(ec::Certificate::from_pem(pem));
-            }
-            if let (Some(cert), Some(key)) = (&config.client_cert, &config.client_key) {
-                let c = read_pem("ETCD_CERT_CERT", cert)
-                    .map_err(|e| StoreError::Backend(format!("etcd settings: {e}")))?;
-                let k = read_pem("ETCD_CERT_KEY", key)
-                    .map_err(|e| StoreError::Backend(format!("etcd settings: {e}")))?;
-                tls = tls.identity(ec::Identity::from_pem(c, k));
-            }
-            opts = opts.with_tls(tls);
-        }
-        let client = ec::Client::connect(&config.endpoints, Some(opts))
-            .await
-            .map_err(|e| match map_err(e, None) {
-                StoreError::Backend(m) => {
-                    StoreError::Backend(format!("etcd endpoints {:?}: {m}", config.endpoints))
-                }
-                other => other,
-            })?;
-        tracing::info!(endpoints = ?config.endpoints, tls = config.uses_tls(), "etcd client ready");
+        let conn = Conn::new(&config)?;
+        tracing::info!(endpoints = ?config.endpoints, tls = config.uses_tls(), auth = config.username.is_some(), "etcd client ready");
         Ok(EtcdStateStore {
-            kv: client
-                .kv_client()
-                .max_decoding_message_size(MAX_DECODE)
-                .max_encoding_message_size(MAX_DECODE),
-            lease: client.lease_client(),
-            watch: client.watch_client().max_decoding_message_size(MAX_DECODE),
+            conn,
             config: Arc::new(config),
         })
     }
@@ -112,14 +91,35 @@ impl EtcdStateStore {
         StoreElector::new(self.clone(), self.config.prefix.clone())
     }
 
+    /// Runs one unary call through the connection (auth renewal included).
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, Status>>,
+    {
+        self.conn.call(f).await
+    }
+
+    async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
+        self.call(|| {
+            let mut kv = self.conn.kv();
+            let req = req.clone();
+            async move { kv.range(req).await.map(tonic::Response::into_inner) }
+        })
+        .await
+        .map_err(|s| map_status(&s, None))
+    }
+
     /// One round trip to etcd; returns its revision.
     pub async fn ping(&self) -> Result<Revision, StoreError> {
-        let mut kv = self.kv.clone();
-        let r = kv
-            .get("\0", Some(ec::GetOptions::new().with_count_only()))
-            .await
-            .map_err(|e| map_err(e, None))?;
-        header_revision(r.header())
+        let r = self
+            .range(pb::RangeRequest {
+                key: b"\0".to_vec(),
+                count_only: true,
+                ..Default::default()
+            })
+            .await?;
+        header_revision(r.header.as_ref())
     }
 
     /// Compacts etcd's history up to `revision` (physically): watches from older revisions
@@ -130,15 +130,23 @@ impl EtcdStateStore {
         self.read("compact", || {
             let first = !retried;
             retried = true;
-            let mut kv = self.kv.clone();
             async move {
-                match kv
-                    .compact(revision, Some(ec::CompactionOptions::new().with_physical()))
-                    .await
-                {
+                let res = self
+                    .call(|| {
+                        let mut kv = self.conn.kv();
+                        async move {
+                            kv.compact(pb::CompactionRequest {
+                                revision,
+                                physical: true,
+                            })
+                            .await
+                        }
+                    })
+                    .await;
+                match res {
                     Ok(_) => Ok(()),
                     // A retry after an unacknowledged success finds its own compaction.
-                    Err(ec::Error::GRpcStatus(s)) if s.message().contains("compacted") => {
+                    Err(s) if s.message().contains("compacted") => {
                         if first {
                             Err(StoreError::Compacted {
                                 requested: revision,
@@ -148,7 +156,7 @@ impl EtcdStateStore {
                             Ok(())
                         }
                     }
-                    Err(e) => Err(map_err(e, None)),
+                    Err(s) => Err(map_status(&s, None)),
                 }
             }
         })
@@ -163,12 +171,20 @@ impl EtcdStateStore {
                 "refusing to delete with an empty prefix (that is every key)".into(),
             ));
         }
-        let mut kv = self.kv.clone();
-        let r = kv
-            .delete(prefix, Some(ec::DeleteOptions::new().with_prefix()))
+        let req = pb::DeleteRangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            ..Default::default()
+        };
+        let r = self
+            .call(|| {
+                let mut kv = self.conn.kv();
+                let req = req.clone();
+                async move { kv.delete_range(req).await }
+            })
             .await
-            .map_err(|e| map_err(e, None))?;
-        Ok(r.deleted())
+            .map_err(|s| map_status(&s, None))?;
+        Ok(r.into_inner().deleted)
     }
 
     /// Runs an idempotent read, retrying while etcd is unavailable for up to `read_retry`.
@@ -203,70 +219,113 @@ impl EtcdStateStore {
     }
 }
 
-fn header_revision(h: Option<&ec::ResponseHeader>) -> Result<Revision, StoreError> {
-    h.map(|h| h.revision())
+fn header_revision(h: Option<&pb::ResponseHeader>) -> Result<Revision, StoreError> {
+    h.map(|h| h.revision)
         .ok_or_else(|| StoreError::Backend("etcd response without header".into()))
 }
 
 /// Converts an etcd key-value.
-pub(crate) fn to_kv(kv: &ec::KeyValue) -> Result<KeyValue, StoreError> {
-    let key = std::str::from_utf8(kv.key())
+pub(crate) fn to_kv(kv: &mvccpb::KeyValue) -> Result<KeyValue, StoreError> {
+    let key = std::str::from_utf8(&kv.key)
         .map_err(|e| StoreError::Decode {
-            key: String::from_utf8_lossy(kv.key()).into_owned(),
+            key: String::from_utf8_lossy(&kv.key).into_owned(),
             message: format!("key is not UTF-8: {e}"),
         })?
         .to_string();
     Ok(KeyValue {
         key,
-        value: kv.value().to_vec(),
-        create_revision: kv.create_revision(),
-        mod_revision: kv.mod_revision(),
-        version: kv.version(),
-        lease: (kv.lease() != 0).then_some(kv.lease()),
+        value: kv.value.clone(),
+        create_revision: kv.create_revision,
+        mod_revision: kv.mod_revision,
+        version: kv.version,
+        lease: (kv.lease != 0).then_some(kv.lease),
     })
 }
 
-fn cmp_op(op: CmpOp) -> ec::CompareOp {
+fn cmp_op(op: CmpOp) -> CompareResult {
     match op {
-        CmpOp::Equal => ec::CompareOp::Equal,
-        CmpOp::NotEqual => ec::CompareOp::NotEqual,
-        CmpOp::Less => ec::CompareOp::Less,
-        CmpOp::Greater => ec::CompareOp::Greater,
+        CmpOp::Equal => CompareResult::Equal,
+        CmpOp::NotEqual => CompareResult::NotEqual,
+        CmpOp::Less => CompareResult::Less,
+        CmpOp::Greater => CompareResult::Greater,
     }
 }
 
-fn to_compare(c: &Compare) -> ec::Compare {
+fn compare(
+    key: &str,
+    result: CompareResult,
+    target: CompareTarget,
+    union: TargetUnion,
+) -> pb::Compare {
+    pb::Compare {
+        result: result as i32,
+        target: target as i32,
+        key: key.as_bytes().to_vec(),
+        range_end: Vec::new(),
+        target_union: Some(union),
+    }
+}
+
+fn to_compare(c: &Compare) -> pb::Compare {
     match c {
-        Compare::ModRevision { key, op, revision } => {
-            ec::Compare::mod_revision(key.as_str(), cmp_op(*op), *revision)
-        }
-        Compare::CreateRevision { key, op, revision } => {
-            ec::Compare::create_revision(key.as_str(), cmp_op(*op), *revision)
-        }
-        Compare::Version { key, op, version } => {
-            ec::Compare::version(key.as_str(), cmp_op(*op), *version)
-        }
-        Compare::Exists { key } => {
-            ec::Compare::create_revision(key.as_str(), ec::CompareOp::Greater, 0)
-        }
-        Compare::Missing { key } => {
-            ec::Compare::create_revision(key.as_str(), ec::CompareOp::Equal, 0)
-        }
-        Compare::Value { key, value } => {
-            ec::Compare::value(key.as_str(), ec::CompareOp::Equal, value.clone())
-        }
+        Compare::ModRevision { key, op, revision } => compare(
+            key,
+            cmp_op(*op),
+            CompareTarget::Mod,
+            TargetUnion::ModRevision(*revision),
+        ),
+        Compare::CreateRevision { key, op, revision } => compare(
+            key,
+            cmp_op(*op),
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(*revision),
+        ),
+        Compare::Version { key, op, version } => compare(
+            key,
+            cmp_op(*op),
+            CompareTarget::Version,
+            TargetUnion::Version(*version),
+        ),
+        Compare::Exists { key } => compare(
+            key,
+            CompareResult::Greater,
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(0),
+        ),
+        Compare::Missing { key } => compare(
+            key,
+            CompareResult::Equal,
+            CompareTarget::Create,
+            TargetUnion::CreateRevision(0),
+        ),
+        Compare::Value { key, value } => compare(
+            key,
+            CompareResult::Equal,
+            CompareTarget::Value,
+            TargetUnion::Value(value.clone()),
+        ),
     }
 }
 
-fn to_op(op: &TxnOp) -> ec::TxnOp {
-    match op {
-        TxnOp::Put { key, value, lease } => ec::TxnOp::put(
-            key.as_str(),
-            value.clone(),
-            lease.map(|l| ec::PutOptions::new().with_lease(l)),
-        ),
-        TxnOp::Delete { key } => ec::TxnOp::delete(key.as_str(), None),
-        TxnOp::Get { key } => ec::TxnOp::get(key.as_str(), None),
+fn to_op(op: &TxnOp) -> pb::RequestOp {
+    let request = match op {
+        TxnOp::Put { key, value, lease } => Request::RequestPut(pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value: value.clone(),
+            lease: lease.unwrap_or(0),
+            ..Default::default()
+        }),
+        TxnOp::Delete { key } => Request::RequestDeleteRange(pb::DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+        TxnOp::Get { key } => Request::RequestRange(pb::RangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        }),
+    };
+    pb::RequestOp {
+        request: Some(request),
     }
 }
 
@@ -281,23 +340,29 @@ fn first_lease(ops: &[TxnOp]) -> Option<LeaseId> {
 impl StateStore for EtcdStateStore {
     async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
         self.read("get", || async {
-            let mut kv = self.kv.clone();
-            let r = kv.get(key, None).await.map_err(|e| map_err(e, None))?;
-            r.kvs().first().map(to_kv).transpose()
+            let r = self
+                .range(pb::RangeRequest {
+                    key: key.as_bytes().to_vec(),
+                    ..Default::default()
+                })
+                .await?;
+            r.kvs.first().map(to_kv).transpose()
         })
         .await
     }
 
     async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
         self.read("list", || async {
-            let mut kv = self.kv.clone();
-            let r = kv
-                .get(prefix, Some(ec::GetOptions::new().with_prefix()))
-                .await
-                .map_err(|e| map_err(e, None))?;
+            let r = self
+                .range(pb::RangeRequest {
+                    key: prefix.as_bytes().to_vec(),
+                    range_end: prefix_end(prefix.as_bytes()),
+                    ..Default::default()
+                })
+                .await?;
             Ok(ListResponse {
-                kvs: r.kvs().iter().map(to_kv).collect::<Result<_, _>>()?,
-                revision: header_revision(r.header())?,
+                kvs: r.kvs.iter().map(to_kv).collect::<Result<_, _>>()?,
+                revision: header_revision(r.header.as_ref())?,
             })
         })
         .await
@@ -309,57 +374,87 @@ impl StateStore for EtcdStateStore {
         value: Vec<u8>,
         lease: Option<LeaseId>,
     ) -> Result<Revision, StoreError> {
-        let mut kv = self.kv.clone();
-        let r = kv
-            .put(
-                key,
-                value,
-                lease.map(|l| ec::PutOptions::new().with_lease(l)),
-            )
+        let req = pb::PutRequest {
+            key: key.as_bytes().to_vec(),
+            value,
+            lease: lease.unwrap_or(0),
+            ..Default::default()
+        };
+        let r = self
+            .call(|| {
+                let mut kv = self.conn.kv();
+                let req = req.clone();
+                async move { kv.put(req).await }
+            })
             .await
-            .map_err(|e| map_err(e, lease))?;
-        header_revision(r.header())
+            .map_err(|s| map_status(&s, lease))?;
+        header_revision(r.into_inner().header.as_ref())
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        let mut kv = self.kv.clone();
-        let r = kv.delete(key, None).await.map_err(|e| map_err(e, None))?;
-        Ok(r.deleted() > 0)
+        let req = pb::DeleteRangeRequest {
+            key: key.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let r = self
+            .call(|| {
+                let mut kv = self.conn.kv();
+                let req = req.clone();
+                async move { kv.delete_range(req).await }
+            })
+            .await
+            .map_err(|s| map_status(&s, None))?;
+        Ok(r.into_inner().deleted > 0)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         self.check_ops(&txn)?;
         let lease = first_lease(&txn.success).or_else(|| first_lease(&txn.failure));
-        let req = ec::Txn::new()
-            .when(txn.compares.iter().map(to_compare).collect::<Vec<_>>())
-            .and_then(txn.success.iter().map(to_op).collect::<Vec<_>>())
-            .or_else(txn.failure.iter().map(to_op).collect::<Vec<_>>());
-        let mut kv = self.kv.clone();
-        let r = kv.txn(req).await.map_err(|e| match map_err(e, lease) {
-            StoreError::Backend(m) if m.contains("too many operations") => StoreError::TooManyOps {
-                ops: txn.op_count(),
-                limit: self.config.max_txn_ops,
-            },
-            other => other,
-        })?;
-        let mut responses = Vec::new();
-        for op in r.op_responses() {
-            responses.push(match op {
-                ec::TxnOpResponse::Put(_) => TxnOpResponse::Put,
-                ec::TxnOpResponse::Delete(d) => TxnOpResponse::Delete(d.deleted()),
-                ec::TxnOpResponse::Get(g) => {
-                    TxnOpResponse::Get(g.kvs().first().map(to_kv).transpose()?)
+        let req = pb::TxnRequest {
+            compare: txn.compares.iter().map(to_compare).collect(),
+            success: txn.success.iter().map(to_op).collect(),
+            failure: txn.failure.iter().map(to_op).collect(),
+        };
+        let r = self
+            .call(|| {
+                let mut kv = self.conn.kv();
+                let req = req.clone();
+                async move { kv.txn(req).await }
+            })
+            .await
+            .map_err(|s| match map_status(&s, lease) {
+                StoreError::Backend(m) if m.contains("too many operations") => {
+                    StoreError::TooManyOps {
+                        ops: txn.op_count(),
+                        limit: self.config.max_txn_ops,
+                    }
                 }
-                ec::TxnOpResponse::Txn(_) => {
+                other => other,
+            })?
+            .into_inner();
+        let mut responses = Vec::new();
+        for op in &r.responses {
+            responses.push(match &op.response {
+                Some(Response::ResponsePut(_)) => TxnOpResponse::Put,
+                Some(Response::ResponseDeleteRange(d)) => TxnOpResponse::Delete(d.deleted),
+                Some(Response::ResponseRange(g)) => {
+                    TxnOpResponse::Get(g.kvs.first().map(to_kv).transpose()?)
+                }
+                Some(Response::ResponseTxn(_)) => {
                     return Err(StoreError::Backend(
                         "etcd returned a nested transaction response ccm never asks for".into(),
+                    ))
+                }
+                None => {
+                    return Err(StoreError::Backend(
+                        "etcd returned an empty transaction operation response".into(),
                     ))
                 }
             });
         }
         Ok(TxnResponse {
-            succeeded: r.succeeded(),
-            revision: header_revision(r.header())?,
+            succeeded: r.succeeded,
+            revision: header_revision(r.header.as_ref())?,
             responses,
         })
     }
@@ -374,57 +469,79 @@ impl StateStore for EtcdStateStore {
         } else {
             from_revision
         };
-        spawn_watch(self.watch.clone(), prefix.to_string(), start).await
+        spawn_watch(self.conn.clone(), prefix.to_string(), start).await
     }
 
     async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
         let secs = i64::try_from(ttl.as_secs() + u64::from(ttl.subsec_nanos() > 0))
             .unwrap_or(i64::MAX)
             .max(1);
-        let mut lease = self.lease.clone();
-        let r = lease
-            .grant(secs, None)
+        let r = self
+            .call(|| {
+                let mut lease = self.conn.lease();
+                async move {
+                    lease
+                        .lease_grant(pb::LeaseGrantRequest { ttl: secs, id: 0 })
+                        .await
+                }
+            })
             .await
-            .map_err(|e| map_err(e, None))?;
-        if !r.error().is_empty() {
+            .map_err(|s| map_status(&s, None))?
+            .into_inner();
+        if !r.error.is_empty() {
             return Err(StoreError::Backend(format!(
                 "etcd lease grant: {}",
-                r.error()
+                r.error
             )));
         }
-        Ok(r.id())
+        Ok(r.id)
     }
 
     async fn keep_alive(&self, id: LeaseId) -> Result<Duration, StoreError> {
-        let mut lease = self.lease.clone();
-        // The first round trip happens inside `keep_alive` (and fails for an unknown lease);
-        // a second one reports the TTL.
-        let (mut keeper, mut stream) = lease
-            .keep_alive(id)
+        // One request on a keep-alive stream (held open until the answer is read).
+        let resp = self
+            .call(|| {
+                let mut lease = self.conn.lease();
+                async move {
+                    let requests = futures::stream::iter([pb::LeaseKeepAliveRequest { id }])
+                        .chain(futures::stream::pending());
+                    let mut stream = lease.lease_keep_alive(requests).await?.into_inner();
+                    stream.message().await
+                }
+            })
             .await
-            .map_err(|e| map_err(e, Some(id)))?;
-        keeper
-            .keep_alive()
-            .await
-            .map_err(|e| map_err(e, Some(id)))?;
-        let resp = stream
-            .message()
-            .await
-            .map_err(|e| map_err(e, Some(id)))?
+            .map_err(|s| map_status(&s, Some(id)))?
             .ok_or_else(|| StoreError::Unavailable("etcd keep-alive stream closed".into()))?;
-        if resp.ttl() <= 0 {
+        if resp.ttl <= 0 {
             return Err(StoreError::LeaseNotFound(id));
         }
-        Ok(Duration::from_secs(resp.ttl().unsigned_abs()))
+        Ok(Duration::from_secs(resp.ttl.unsigned_abs()))
     }
 
     async fn revoke_lease(&self, id: LeaseId) -> Result<(), StoreError> {
-        let mut lease = self.lease.clone();
-        lease.revoke(id).await.map_err(|e| map_err(e, Some(id)))?;
+        self.call(|| {
+            let mut lease = self.conn.lease();
+            async move { lease.lease_revoke(pb::LeaseRevokeRequest { id }).await }
+        })
+        .await
+        .map_err(|s| map_status(&s, Some(id)))?;
         Ok(())
     }
 
     async fn current_revision(&self) -> Result<Revision, StoreError> {
         self.read("current_revision", || self.ping()).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::prefix_end;
+
+    #[test]
+    fn prefix_end_is_the_next_key_after_every_key_with_the_prefix() {
+        assert_eq!(prefix_end(b"/ccm/"), b"/ccm0".to_vec());
+        assert_eq!(prefix_end(b"a\xff"), b"b".to_vec());
+        assert_eq!(prefix_end(b"\xff\xff"), vec![0]);
+        assert_eq!(prefix_end(b""), vec![0]);
     }
 }

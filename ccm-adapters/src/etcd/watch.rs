@@ -1,84 +1,121 @@
 //! Resuming prefix watches: one background task per watch re-creates the etcd watch after a
 //! disconnect from the revision after the last delivered event.
 
-use super::errors::map_err;
-use super::store::to_kv;
+use super::client::Conn;
+use super::errors::map_status;
+use super::pb::etcdserverpb as pb;
+use super::pb::mvccpb;
+use super::store::{prefix_end, to_kv};
 use ccm_core::store::{Revision, StoreError, WatchEvent, WatchStream};
-use etcd_client as ec;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tonic::Status;
 
 type Item = Result<WatchEvent, StoreError>;
 
 /// Events buffered per watch before the task waits for the consumer.
 const BUFFER: usize = 4096;
 
+/// The response stream of one etcd watch.
+type EtcdWatch = tonic::Streaming<pb::WatchResponse>;
+
 enum Opened {
-    Live(ec::WatchStream),
+    Live(EtcdWatch),
     Compacted(StoreError),
 }
 
+/// What the first response of a watch said.
+enum First {
+    Live(Box<EtcdWatch>),
+    Compacted(Revision),
+    Refused(String),
+}
+
 /// Opens an etcd watch on `prefix` from `start` and waits for its confirmation.
-async fn open(
-    client: &mut ec::WatchClient,
-    prefix: &str,
-    start: Revision,
-) -> Result<Opened, StoreError> {
-    let opts = ec::WatchOptions::new()
-        .with_prefix()
-        .with_start_revision(start)
-        .with_progress_notify();
-    let mut stream = client
-        .watch(prefix, Some(opts))
+async fn open(conn: &Conn, prefix: &str, start: Revision) -> Result<Opened, StoreError> {
+    let create = pb::WatchRequest {
+        request_union: Some(pb::watch_request::RequestUnion::CreateRequest(
+            pb::WatchCreateRequest {
+                key: prefix.as_bytes().to_vec(),
+                range_end: prefix_end(prefix.as_bytes()),
+                start_revision: start,
+                progress_notify: true,
+                ..Default::default()
+            },
+        )),
+    };
+    let first = conn
+        .call(|| {
+            let mut client = conn.watch();
+            let create = create.clone();
+            async move {
+                // The request side stays open for the life of the watch.
+                let requests = futures::stream::iter([create]).chain(futures::stream::pending());
+                let mut stream = client.watch(requests).await?.into_inner();
+                // The first response confirms creation (or reports a compacted start revision).
+                match stream.message().await? {
+                    Some(r) if r.compact_revision > 0 => Ok(First::Compacted(r.compact_revision)),
+                    // etcd 3.4 refuses a watch whose token it no longer knows this way.
+                    Some(r) if r.canceled && r.cancel_reason.contains("permission denied") => {
+                        Err(Status::unauthenticated(r.cancel_reason))
+                    }
+                    Some(r) if r.canceled => Ok(First::Refused(r.cancel_reason)),
+                    Some(r) if r.created => Ok(First::Live(Box::new(stream))),
+                    Some(_) => Err(Status::internal(
+                        "etcd watch: first response was not a creation",
+                    )),
+                    None => Err(Status::unavailable(
+                        "etcd closed the watch stream while creating it",
+                    )),
+                }
+            }
+        })
         .await
-        .map_err(|e| map_err(e, None))?;
-    // The first response confirms creation (or reports a compacted start revision).
-    match stream.message().await.map_err(|e| map_err(e, None))? {
-        Some(r) if r.compact_revision() > 0 => Ok(Opened::Compacted(StoreError::Compacted {
+        .map_err(|s| map_status(&s, None))?;
+    match first {
+        First::Live(s) => Ok(Opened::Live(*s)),
+        First::Compacted(compacted) => Ok(Opened::Compacted(StoreError::Compacted {
             requested: start,
-            compacted: r.compact_revision(),
+            compacted,
         })),
-        Some(r) if r.canceled() => Err(StoreError::Backend(format!(
-            "etcd refused the watch on {prefix}: {}",
-            r.cancel_reason()
+        First::Refused(reason) => Err(StoreError::Backend(format!(
+            "etcd refused the watch on {prefix}: {reason}"
         ))),
-        Some(r) if r.created() => Ok(Opened::Live(stream)),
-        Some(_) => Err(StoreError::Backend(
-            "etcd watch: first response was not a creation".into(),
-        )),
-        None => Err(StoreError::Unavailable(
-            "etcd closed the watch stream while creating it".into(),
-        )),
     }
 }
 
-fn convert(ev: &ec::Event) -> Item {
+fn convert(ev: &mvccpb::Event) -> Item {
     let kv = ev
-        .kv()
+        .kv
+        .as_ref()
         .ok_or_else(|| StoreError::Backend("etcd watch event without key-value".into()))?;
-    match ev.event_type() {
-        ec::EventType::Put => Ok(WatchEvent::Put(to_kv(kv)?)),
-        ec::EventType::Delete => Ok(WatchEvent::Delete {
+    match mvccpb::event::EventType::try_from(ev.r#type) {
+        Ok(mvccpb::event::EventType::Put) => Ok(WatchEvent::Put(to_kv(kv)?)),
+        Ok(mvccpb::event::EventType::Delete) => Ok(WatchEvent::Delete {
             key: to_kv(kv)?.key,
-            mod_revision: kv.mod_revision(),
+            mod_revision: kv.mod_revision,
         }),
+        Err(_) => Err(StoreError::Backend(format!(
+            "etcd watch event of unknown type {}",
+            ev.r#type
+        ))),
     }
 }
 
 /// Starts a watch; the first creation is awaited here so a bad start surfaces at once.
 pub(crate) async fn spawn_watch(
-    mut client: ec::WatchClient,
+    conn: Conn,
     prefix: String,
     start: Revision,
 ) -> Result<WatchStream, StoreError> {
-    let first = open(&mut client, &prefix, start).await?;
+    let first = open(&conn, &prefix, start).await?;
     let stream = match first {
         Opened::Compacted(e) => return Ok(futures::stream::once(async move { Err(e) }).boxed()),
         Opened::Live(s) => s,
     };
     let (tx, rx) = mpsc::channel(BUFFER);
-    tokio::spawn(run(client, prefix, start, stream, tx));
+    tokio::spawn(run(conn, prefix, start, stream, tx));
     Ok(tokio_stream::wrappers::ReceiverStream::new(rx).boxed())
 }
 
@@ -92,11 +129,7 @@ enum Pumped {
     Compacted,
 }
 
-async fn pump(
-    stream: &mut ec::WatchStream,
-    next: &mut Revision,
-    tx: &mpsc::Sender<Item>,
-) -> Pumped {
+async fn pump(stream: &mut EtcdWatch, next: &mut Revision, tx: &mpsc::Sender<Item>) -> Pumped {
     loop {
         let msg = tokio::select! {
             m = stream.message() => m,
@@ -107,31 +140,31 @@ async fn pump(
             Ok(None) => return Pumped::Broken("stream ended".into()),
             Err(e) => return Pumped::Broken(e.to_string()),
         };
-        if resp.compact_revision() > 0 {
+        if resp.compact_revision > 0 {
             let _ = tx
                 .send(Err(StoreError::Compacted {
                     requested: *next,
-                    compacted: resp.compact_revision(),
+                    compacted: resp.compact_revision,
                 }))
                 .await;
             return Pumped::Compacted;
         }
-        if resp.canceled() {
-            return Pumped::Broken(format!("watch canceled: {}", resp.cancel_reason()));
+        if resp.canceled {
+            return Pumped::Broken(format!("watch canceled: {}", resp.cancel_reason));
         }
-        if resp.events().is_empty() {
+        if resp.events.is_empty() {
             // A progress notification: every change up to the header revision was sent.
-            if !resp.created() {
-                if let Some(h) = resp.header() {
-                    *next = (*next).max(h.revision() + 1);
+            if !resp.created {
+                if let Some(h) = &resp.header {
+                    *next = (*next).max(h.revision.saturating_add(1));
                 }
             }
             continue;
         }
-        for ev in resp.events() {
+        for ev in &resp.events {
             let item = convert(ev);
             if let Ok(e) = &item {
-                *next = (*next).max(e.revision() + 1);
+                *next = (*next).max(e.revision().saturating_add(1));
             }
             let failed = item.is_err();
             if tx.send(item).await.is_err() {
@@ -145,10 +178,10 @@ async fn pump(
 }
 
 async fn run(
-    mut client: ec::WatchClient,
+    conn: Conn,
     prefix: String,
     start: Revision,
-    mut stream: ec::WatchStream,
+    mut stream: EtcdWatch,
     tx: mpsc::Sender<Item>,
 ) {
     let mut next = start;
@@ -164,7 +197,7 @@ async fn run(
             if tx.is_closed() {
                 return;
             }
-            match open(&mut client, &prefix, next).await {
+            match open(&conn, &prefix, next).await {
                 Ok(Opened::Live(s)) => {
                     tracing::info!(prefix = %prefix, from = next, "etcd watch resumed");
                     break s;

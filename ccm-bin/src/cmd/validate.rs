@@ -118,45 +118,22 @@ fn mongo_target(s: &Settings) -> String {
         .map_or_else(|| "MONGODB_URI".to_string(), |u| u.redacted())
 }
 
-/// Reads a PEM file named by a variable, with an error naming both.
-#[cfg(feature = "all-adapters")]
-fn read_pem(var: &str, path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path).map_err(|e| format!("{var}: cannot read {}: {e}", path.display()))
-}
-
 #[cfg(feature = "all-adapters")]
 async fn check_etcd(s: &Settings, timeout: Duration) -> Result<String, String> {
-    use etcd_client::{Certificate, ConnectOptions, Identity, TlsOptions};
-    let mut opts = ConnectOptions::new()
-        .with_connect_timeout(timeout)
-        .with_timeout(timeout);
-    if let (Some(user), Some(pw)) = (&s.etcd.username, &s.etcd.password) {
-        opts = opts.with_user(user.clone(), pw.expose());
-    }
-    if let Some(ca) = &s.etcd.ca_cert {
-        let mut tls =
-            TlsOptions::new().ca_certificate(Certificate::from_pem(read_pem("ETCD_CA_CERT", ca)?));
-        if let (Some(cert), Some(key)) = (&s.etcd.client_cert, &s.etcd.client_key) {
-            tls = tls.identity(Identity::from_pem(
-                read_pem("ETCD_CERT_CERT", cert)?,
-                read_pem("ETCD_CERT_KEY", key)?,
-            ));
-        }
-        opts = opts.with_tls(tls);
-    }
-    let mut client = etcd_client::Client::connect(s.etcd.endpoints(), Some(opts))
+    use ccm_adapters::etcd::EtcdConfig;
+    let e = &s.etcd;
+    let mut config = EtcdConfig::new(e.endpoints()).with_prefix(e.prefix.clone());
+    config.username.clone_from(&e.username);
+    config.password = e.password.as_ref().map(|p| p.expose().to_string());
+    config.ca_cert.clone_from(&e.ca_cert);
+    config.client_cert.clone_from(&e.client_cert);
+    config.client_key.clone_from(&e.client_key);
+    config.connect_timeout = timeout;
+    config.request_timeout = timeout;
+    let answer = ccm_adapters::etcd::check(&config)
         .await
-        .map_err(|e| format!("cannot connect: {e}"))?;
-    let status = client
-        .status()
-        .await
-        .map_err(|e| format!("status failed: {e}"))?;
-    let revision = status.header().map_or(0, |h| h.revision());
-    Ok(format!(
-        "etcd {} answers, revision {revision}, key prefix {}",
-        status.version(),
-        s.etcd.prefix
-    ))
+        .map_err(|err| format!("cannot reach etcd: {err}"))?;
+    Ok(format!("{answer}, key prefix {}", e.prefix))
 }
 
 #[cfg(feature = "all-adapters")]
