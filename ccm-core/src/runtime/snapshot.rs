@@ -239,10 +239,19 @@ fn mismatch(key: &str, inner: &str) -> RuntimeError {
     })
 }
 
-/// One top-level string field of a JSON object, when the bytes are JSON at all.
+/// One top-level string field of a JSON object; for bytes that are not JSON (truncated,
+/// say), the first `"field": "value"` found in the text.
 fn readable_field(bytes: &[u8], field: &str) -> Option<String> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
-    v.get(field)?.as_str().map(str::to_string)
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return v.get(field)?.as_str().map(str::to_string);
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let needle = format!("\"{field}\"");
+    let after = &text[text.find(&needle)? + needle.len()..];
+    let after = after.trim_start().strip_prefix(':')?.trim_start();
+    let value = after.strip_prefix('"')?;
+    let end = value.find('"')?;
+    Some(value[..end].to_string())
 }
 
 /// Decoded values by key and `mod_revision`: a listing decodes only what changed since the
@@ -342,6 +351,20 @@ mod tests {
             version: 1,
             lease: None,
         }
+    }
+
+    #[test]
+    fn a_field_is_read_even_from_broken_json() {
+        assert_eq!(
+            readable_field(br#"{"id":"s","worker_id":"w1"}"#, "worker_id").as_deref(),
+            Some("w1")
+        );
+        assert_eq!(
+            readable_field(br#"{"id": "s", "worker_id" : "w2", "#, "worker_id").as_deref(),
+            Some("w2")
+        );
+        assert_eq!(readable_field(br#"{"worker_id": null}"#, "worker_id"), None);
+        assert_eq!(readable_field(b"garbage", "worker_id"), None);
     }
 
     #[test]
