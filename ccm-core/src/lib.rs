@@ -23,6 +23,7 @@ pub mod memory;
 pub mod placement;
 pub mod planner;
 pub mod ports;
+pub mod redact;
 pub mod resources;
 pub mod runtime;
 pub mod session;

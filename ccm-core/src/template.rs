@@ -69,6 +69,30 @@ fn default_drain_timeout() -> f64 {
     4.0
 }
 
+/// Largest `drain_timeout_hours` accepted (ten years): a draining worker is force-stopped at
+/// the latest this long after its drain began.
+pub const MAX_DRAIN_TIMEOUT_HOURS: f64 = 87_600.0;
+
+/// The drain timeout of `hours` as a duration, without overflow: a negative or non-finite
+/// value (a record the loader would refuse) is the default 4 h, a value above
+/// [`MAX_DRAIN_TIMEOUT_HOURS`] is that cap.
+///
+/// ```
+/// use ccm_core::template::drain_timeout;
+/// assert_eq!(drain_timeout(1.5), chrono::Duration::minutes(90));
+/// assert_eq!(drain_timeout(1e13), chrono::Duration::hours(87_600));
+/// assert_eq!(drain_timeout(f64::NAN), chrono::Duration::hours(4));
+/// ```
+pub fn drain_timeout(hours: f64) -> chrono::Duration {
+    let h = if hours.is_finite() && hours >= 0.0 {
+        hours.min(MAX_DRAIN_TIMEOUT_HOURS)
+    } else {
+        default_drain_timeout()
+    };
+    // At most 87,600 h = 3.2e11 ms: far inside i64 and chrono's range.
+    chrono::Duration::milliseconds((h * 3_600_000.0).round() as i64)
+}
+
 /// A kind of worker, exactly the schema of `config/worker-templates.yaml` plus optional extras.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -160,40 +184,219 @@ impl fmt::Display for FileError {
     }
 }
 
+/// Largest YAML text accepted (templates, scenario, lab YAML): 8 MiB.
+pub const MAX_YAML_BYTES: usize = 8 * 1024 * 1024;
+/// Most values (scalars, sequences, mappings) a YAML text may expand to once its aliases are
+/// followed: an alias re-reads its anchor's whole content, so a small file can otherwise
+/// expand to gigabytes ("billion laughs").
+pub const MAX_YAML_VALUES: u64 = 500_000;
+
+/// Checks the limits every YAML input is held to, before anything is built from it: at most
+/// [`MAX_YAML_BYTES`], and at most [`MAX_YAML_VALUES`] values after alias expansion (counted
+/// without building them, so the check costs no memory). The error names `file`, the line
+/// and the field where the budget ran out.
+///
+/// ```
+/// let bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
+/// let e = ccm_core::template::check_yaml_limits(bomb, "bomb.yaml").unwrap_err();
+/// assert!(e.to_string().starts_with("bomb.yaml:"), "{e}");
+/// assert!(e.message.contains("aliases"), "{e}");
+/// ```
+pub fn check_yaml_limits(text: &str, file: &str) -> Result<(), FileError> {
+    check_yaml_limits_with(text, file, MAX_YAML_BYTES, MAX_YAML_VALUES)
+}
+
+/// [`check_yaml_limits`] with explicit limits.
+pub fn check_yaml_limits_with(
+    text: &str,
+    file: &str,
+    max_bytes: usize,
+    max_values: u64,
+) -> Result<(), FileError> {
+    if text.len() > max_bytes {
+        return Err(FileError {
+            file: file.to_string(),
+            line: None,
+            field: None,
+            message: format!(
+                "the YAML text is {} bytes, more than the limit of {max_bytes}",
+                text.len()
+            ),
+        });
+    }
+    let budget = std::cell::Cell::new(max_values);
+    for doc in serde_norway::Deserializer::from_str(text) {
+        let mut track = serde_path_to_error::Track::new();
+        let de = serde_path_to_error::Deserializer::new(doc, &mut track);
+        if let Err(e) =
+            serde::de::DeserializeSeed::deserialize(budget::Count(&budget, max_values), de)
+        {
+            let path = track.path().to_string();
+            let mut err = yaml_error(e, path, file);
+            if err.message.contains("repetition limit exceeded") {
+                // serde_norway's own cap on alias replays struck first.
+                err.message = format!(
+                    "the YAML's aliases expand it beyond the parser's repetition limit (at most {max_values} values; write the reused content out or split the file)"
+                );
+            }
+            if err.line.is_none() {
+                // The line of the field's first key, when the parser gave none.
+                let key = err
+                    .field
+                    .as_deref()
+                    .map(|f| f.split(['[', '.']).next().unwrap_or(f).to_string());
+                err.line = key.and_then(|k| {
+                    let needle = format!("{k}:");
+                    text.lines()
+                        .position(|l| l.trim_start().starts_with(&needle))
+                        .map(|n| n + 1)
+                });
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+mod budget {
+    //! A visitor that walks a YAML document (following aliases, as deserializing does) and
+    //! only counts the values, failing once the budget is spent.
+    use serde::de::{self, DeserializeSeed, Visitor};
+    use std::cell::Cell;
+    use std::fmt;
+
+    #[derive(Clone, Copy)]
+    pub(super) struct Count<'a>(pub &'a Cell<u64>, pub u64);
+
+    impl Count<'_> {
+        fn tick<E: de::Error>(&self) -> Result<(), E> {
+            match self.0.get().checked_sub(1) {
+                Some(left) => {
+                    self.0.set(left);
+                    Ok(())
+                }
+                None => Err(E::custom(format_args!(
+                    "the YAML expands to more than {} values once its aliases are followed (aliases reuse anchored content; write it out or split the file)",
+                    self.1
+                ))),
+            }
+        }
+    }
+
+    impl<'de> DeserializeSeed<'de> for Count<'_> {
+        type Value = ();
+        fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+
+    macro_rules! scalar {
+        ($($name:ident: $t:ty),*) => {
+            $(fn $name<E: de::Error>(self, _v: $t) -> Result<(), E> { self.tick() })*
+        };
+    }
+
+    impl<'de> Visitor<'de> for Count<'_> {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any YAML value")
+        }
+        scalar!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_i128: i128,
+            visit_u128: u128, visit_f64: f64, visit_str: &str, visit_bytes: &[u8]);
+        fn visit_none<E: de::Error>(self) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+            self.tick()
+        }
+        fn visit_some<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            self.deserialize(d)
+        }
+        fn visit_newtype_struct<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            self.deserialize(d)
+        }
+        fn visit_seq<A: de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while a.next_element_seed(self)?.is_some() {}
+            Ok(())
+        }
+        fn visit_map<A: de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+            self.tick()?;
+            while a.next_key_seed(self)?.is_some() {
+                a.next_value_seed(self)?;
+            }
+            Ok(())
+        }
+        fn visit_enum<A: de::EnumAccess<'de>>(self, a: A) -> Result<(), A::Error> {
+            // A tagged value (`!tag value`): the tag and its value.
+            use de::VariantAccess;
+            self.tick()?;
+            let ((), v) = a.variant_seed(self)?;
+            v.newtype_variant_seed(self)
+        }
+    }
+}
+
+fn yaml_error(inner: serde_norway::Error, path: String, file: &str) -> FileError {
+    let line = inner.location().map(|l| l.line());
+    let message = inner.to_string();
+    // serde_norway appends " at line X column Y"; the line is printed separately.
+    let message = match message.find(" at line ") {
+        Some(i) => message[..i].to_string(),
+        None => message,
+    };
+    FileError {
+        file: file.to_string(),
+        line,
+        field: (path != "." && !path.is_empty()).then_some(path),
+        message,
+    }
+}
+
 /// Deserializes YAML text with serde_norway, turning a failure into a [`FileError`] that names
-/// `file`, the line and the field path (via serde_path_to_error).
+/// `file`, the line and the field path (via serde_path_to_error). The text is first held to
+/// [`check_yaml_limits`] (size, alias expansion).
 pub fn from_yaml_str<T: serde::de::DeserializeOwned>(
     text: &str,
     file: &str,
 ) -> Result<T, FileError> {
+    check_yaml_limits(text, file)?;
     let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
-        let inner = e.into_inner();
-        let line = inner.location().map(|l| l.line());
-        let message = inner.to_string();
-        // serde_norway appends " at line X column Y"; the line is printed separately.
-        let message = match message.find(" at line ") {
-            Some(i) => message[..i].to_string(),
-            None => message,
-        };
-        FileError {
-            file: file.to_string(),
-            line,
-            field: (path != "." && !path.is_empty()).then_some(path),
-            message,
-        }
+        yaml_error(e.into_inner(), path, file)
     })
+}
+
+/// Reads a UTF-8 text file of at most `max_bytes` without reading more than that (an error
+/// names the file and the limit).
+pub fn read_capped(path: &Path, max_bytes: usize) -> Result<String, FileError> {
+    use std::io::Read;
+    let err = |message: String| FileError {
+        file: path.display().to_string(),
+        line: None,
+        field: None,
+        message,
+    };
+    let f = std::fs::File::open(path).map_err(|e| err(format!("cannot read: {e}")))?;
+    let mut buf = Vec::new();
+    let limit = u64::try_from(max_bytes)
+        .unwrap_or(u64::MAX)
+        .saturating_add(1);
+    f.take(limit)
+        .read_to_end(&mut buf)
+        .map_err(|e| err(format!("cannot read: {e}")))?;
+    if buf.len() > max_bytes {
+        return Err(err(format!(
+            "the file is larger than the limit of {max_bytes} bytes"
+        )));
+    }
+    String::from_utf8(buf).map_err(|e| err(format!("not UTF-8 text: {e}")))
 }
 
 /// Reads and validates a templates file.
 pub fn load_templates_file(path: &Path) -> Result<Vec<WorkerTemplate>, TemplateError> {
-    let text = std::fs::read_to_string(path).map_err(|e| TemplateError {
-        file: path.display().to_string(),
-        line: None,
-        field: None,
-        message: format!("cannot read: {e}"),
-    })?;
+    let text = read_capped(path, MAX_YAML_BYTES)?;
     parse_templates(&text, &path.display().to_string())
 }
 
@@ -278,11 +481,16 @@ fn validate_templates(ts: &[WorkerTemplate], text: &str, file: &str) -> Result<(
                 "must be a non-negative number".into(),
             ));
         }
-        if !(t.drain_timeout_hours.is_finite() && t.drain_timeout_hours >= 0.0) {
+        if !(t.drain_timeout_hours.is_finite()
+            && (0.0..=MAX_DRAIN_TIMEOUT_HOURS).contains(&t.drain_timeout_hours))
+        {
             return Err(err(
                 i,
                 "drain_timeout_hours",
-                "must be a non-negative number".into(),
+                format!(
+                    "must be a number of hours from 0 to {MAX_DRAIN_TIMEOUT_HOURS}, got {}",
+                    t.drain_timeout_hours
+                ),
             ));
         }
     }
@@ -412,6 +620,51 @@ mod tests {
         let e = parse_templates(&bad, "t.yaml").unwrap_err();
         assert_eq!(e.field.as_deref(), Some("templates[0].capacity.memory_gb"));
         assert_eq!(e.line, Some(10));
+    }
+
+    #[test]
+    fn huge_drain_timeout_is_rejected_with_line() {
+        let bad = SEED.replacen("drain_timeout_hours: 4", "drain_timeout_hours: 1e13", 1);
+        let e = parse_templates(&bad, "t.yaml").unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("templates[0].drain_timeout_hours"));
+        assert_eq!(e.line, Some(21), "{e}");
+        assert!(e.message.contains("87600"), "{e}");
+    }
+
+    #[test]
+    fn an_alias_bomb_is_refused_before_it_expands() {
+        // 10 anchors each reusing the previous one 10 times: 10^10 values once expanded.
+        let mut y = String::from("templates: []\nx0: &a0 [v, v, v, v, v, v, v, v, v, v]\n");
+        for i in 1..10 {
+            let refs = vec![format!("*a{}", i - 1); 10].join(", ");
+            y.push_str(&format!("x{i}: &a{i} [{refs}]\n"));
+        }
+        let e = parse_templates(&y, "bomb.yaml").unwrap_err();
+        assert!(e.message.contains("aliases"), "{e}");
+        assert!(e.line.is_some(), "{e}");
+        assert!(
+            e.field.as_deref().is_some_and(|f| f.starts_with('x')),
+            "{e}"
+        );
+        // A few aliases are fine (and then the unknown keys are the error).
+        let small = "templates: []\nx: &a [1, 2]\ny: *a\n";
+        let e = parse_templates(small, "ok.yaml").unwrap_err();
+        assert!(e.message.contains("unknown field"), "{e}");
+    }
+
+    #[test]
+    fn size_limit_names_the_file() {
+        let e = check_yaml_limits_with("a: 1\nb: 2\n", "big.yaml", 4, 100).unwrap_err();
+        assert_eq!(e.file, "big.yaml");
+        assert!(e.message.contains("more than the limit of 4"), "{e}");
+        let dir = std::env::temp_dir().join(format!("ccm-cap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = dir.join("t.yaml");
+        std::fs::write(&p, "x".repeat(100)).unwrap();
+        let e = read_capped(&p, 10).unwrap_err();
+        assert!(e.message.contains("larger than the limit of 10"), "{e}");
+        assert_eq!(read_capped(&p, 100).unwrap().len(), 100);
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -89,6 +89,9 @@ struct Inner {
     /// Oldest revision a watch may start from (revisions below it are compacted).
     compacted: Revision,
     history_limit: usize,
+    max_txn_ops: usize,
+    /// Whether a too-large transaction is refused without naming the limit (as etcd does).
+    hide_txn_limit: bool,
     leases: HashMap<LeaseId, Lease>,
     next_lease: LeaseId,
     watchers: Vec<Watcher>,
@@ -254,6 +257,8 @@ impl MemoryStateStore {
                 history: VecDeque::new(),
                 compacted: 0,
                 history_limit: DEFAULT_HISTORY_LIMIT,
+                max_txn_ops: MAX_TXN_OPS,
+                hide_txn_limit: false,
                 leases: HashMap::new(),
                 next_lease: FIRST_LEASE_ID,
                 watchers: Vec::new(),
@@ -269,6 +274,24 @@ impl MemoryStateStore {
             let mut g = self.lock();
             g.history_limit = limit;
             g.trim_history();
+        }
+        self
+    }
+
+    /// Refuses transactions of more than `limit` operations (etcd's `--max-txn-ops`;
+    /// [`MAX_TXN_OPS`] by default) with [`StoreError::TooManyOps`] naming it.
+    pub fn with_max_txn_ops(self, limit: usize) -> Self {
+        self.lock().max_txn_ops = limit;
+        self
+    }
+
+    /// Like [`MemoryStateStore::with_max_txn_ops`], but refuses with
+    /// [`StoreError::TooManyOperations`] without the number, as etcd does.
+    pub fn with_unreported_max_txn_ops(self, limit: usize) -> Self {
+        {
+            let mut g = self.lock();
+            g.max_txn_ops = limit;
+            g.hide_txn_limit = true;
         }
         self
     }
@@ -443,13 +466,17 @@ impl StateStore for MemoryStateStore {
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
         let ops = txn.op_count();
-        if ops > MAX_TXN_OPS {
-            return Err(StoreError::TooManyOps {
-                ops,
-                limit: MAX_TXN_OPS,
+        let mut g = self.lock_fresh();
+        if ops > g.max_txn_ops {
+            return Err(if g.hide_txn_limit {
+                StoreError::TooManyOperations { limit: None }
+            } else {
+                StoreError::TooManyOps {
+                    ops,
+                    limit: g.max_txn_ops,
+                }
             });
         }
-        let mut g = self.lock_fresh();
         Self::validate_branch(&g, &txn.success)?;
         Self::validate_branch(&g, &txn.failure)?;
         let succeeded = txn.compares.iter().all(|c| c.holds(g.kvs.get(c.key())));

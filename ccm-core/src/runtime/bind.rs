@@ -36,7 +36,7 @@ impl Placer {
 
     /// Chooses the best worker for `req` without taking anything.
     pub fn place(&self, req: &Requirements) -> Result<usize, Unfit> {
-        let mut best: Option<(u128, u128, usize)> = None;
+        let mut best: Option<(Fill, usize)> = None;
         let mut rejected: BTreeMap<FilterKind, usize> = BTreeMap::new();
         for (i, w) in self.workers.iter().enumerate() {
             match check(w, req) {
@@ -44,19 +44,19 @@ impl Placer {
                     // Fullest after placement first: compare the summed utilisation
                     // Σ (allocated + need) / capacity exactly as a fraction over a common
                     // denominator (product of capacities), then by id (lower index = lower id).
-                    let (num, den) = fill_after(w, req);
-                    let better = match best {
+                    let fill = fill_after(w, req);
+                    let better = match &best {
                         None => true,
-                        Some((bn, bd, _)) => num * bd > bn * den,
+                        Some((b, _)) => fill.fuller_than(b),
                     };
                     if better {
-                        best = Some((num, den, i));
+                        best = Some((fill, i));
                     }
                 }
                 Err(r) => *rejected.entry(r.kind()).or_default() += 1,
             }
         }
-        if let Some((_, _, i)) = best {
+        if let Some((_, i)) = best {
             return Ok(i);
         }
         let reason = rejected
@@ -90,17 +90,77 @@ impl Placer {
     }
 }
 
-fn fill_after(w: &Worker, req: &Requirements) -> (u128, u128) {
+/// Summed utilisation after placement, Σ used/capacity: exact as `num / den` while the
+/// integers fit in `u128`, with an `f64` value for capacities so large they do not.
+#[derive(Debug, Clone, Copy)]
+struct Fill {
+    exact: Option<(u128, u128)>,
+    approx: f64,
+}
+
+impl Fill {
+    /// Strictly fuller than `other`: exact cross-multiplication when it fits, else the floats.
+    fn fuller_than(&self, other: &Fill) -> bool {
+        if let (Some((n, d)), Some((bn, bd))) = (self.exact, other.exact) {
+            if let (Some(l), Some(r)) = (n.checked_mul(bd), bn.checked_mul(d)) {
+                return l > r;
+            }
+        }
+        self.approx > other.approx
+    }
+}
+
+fn fill_after(w: &Worker, req: &Requirements) -> Fill {
     let cap = w.capacity.dims();
     let used = w.allocated.saturating_add(&req.load).dims();
-    let den: u128 = cap.iter().map(|c| u128::from((*c).max(1))).product();
-    let mut num: u128 = 0;
-    for (d, u) in used.iter().enumerate() {
-        let others: u128 = (0..4)
-            .filter(|o| *o != d)
-            .map(|o| u128::from(cap[o].max(1)))
-            .product();
-        num += u128::from(*u) * others;
+    let approx = used
+        .iter()
+        .zip(cap.iter())
+        .map(|(u, c)| f64::from(*u) / f64::from((*c).max(1)))
+        .sum();
+    let exact = (|| {
+        let den = cap
+            .iter()
+            .try_fold(1u128, |a, c| a.checked_mul(u128::from((*c).max(1))))?;
+        let mut num: u128 = 0;
+        for (d, u) in used.iter().enumerate() {
+            let others = (0..4)
+                .filter(|o| *o != d)
+                .try_fold(1u128, |a, o| a.checked_mul(u128::from(cap[o].max(1))))?;
+            num = num.checked_add(u128::from(*u).checked_mul(others)?)?;
+        }
+        Some((num, den))
+    })();
+    Fill { exact, approx }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_comparison_never_overflows_and_stays_exact_when_it_can() {
+        let huge = Fill {
+            exact: Some((u128::MAX / 2, u128::MAX / 3)),
+            approx: 1.5,
+        };
+        let other = Fill {
+            exact: Some((u128::MAX / 4, u128::MAX / 3)),
+            approx: 0.75,
+        };
+        // The cross products overflow: the floats decide, without a panic.
+        assert!(huge.fuller_than(&other));
+        assert!(!other.fuller_than(&huge));
+        // Small values: exact (1/3 vs 0.333... as floats would tie).
+        let third = Fill {
+            exact: Some((1, 3)),
+            approx: 1.0 / 3.0,
+        };
+        let a_bit_more = Fill {
+            exact: Some((333_333_333_333_333_334, 1_000_000_000_000_000_000)),
+            approx: 1.0 / 3.0,
+        };
+        assert!(a_bit_more.fuller_than(&third));
+        assert!(!third.fuller_than(&a_bit_more));
     }
-    (num, den)
 }

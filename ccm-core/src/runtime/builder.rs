@@ -123,7 +123,9 @@ impl RuntimeBuilder {
         let artifacts = self
             .artifacts
             .unwrap_or_else(|| Arc::new(crate::memory::artifact::MemoryArtifactStore::new()));
+        let (failed, _) = watch::channel(None);
         Ok(Runtime {
+            failed,
             lablets: crate::api::Lablets::new(ctx.clone(), artifacts),
             scheduler_campaign: campaign(&sh),
             controller_campaign: campaign(&ch),
@@ -157,6 +159,8 @@ pub struct StepReport {
 
 /// The scheduler and controller of one process, with their leadership.
 pub struct Runtime {
+    /// Why a loop died (set once; see [`Runtime::run`]).
+    failed: watch::Sender<Option<String>>,
     ctx: Arc<Ctx>,
     lablets: crate::api::Lablets,
     metrics: Arc<Metrics>,
@@ -171,6 +175,7 @@ impl std::fmt::Debug for Runtime {
         f.debug_struct("Runtime")
             .field("candidate", &self.ctx.settings.candidate)
             .field("leadership", &self.leadership())
+            .field("failed", &self.failure())
             .finish()
     }
 }
@@ -263,38 +268,111 @@ impl Runtime {
         self.controller_campaign.resign().await;
     }
 
+    /// Why a loop of this runtime died, if one did (then nothing leads here any more and the
+    /// daemon must exit; see [`Runtime::run`]).
+    pub fn failure(&self) -> Option<String> {
+        self.failed.borrow().clone()
+    }
+
     /// Runs the campaigns and both loops until `shutdown` turns true, then resigns.
-    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) {
+    ///
+    /// **A loop that dies takes its leadership with it.** When a loop task panics or returns
+    /// before `shutdown`, the whole runtime stops: every task is told to stop, both
+    /// leaderships are resigned at once (the leases are revoked, `is_leader` turns false, a
+    /// standby takes over within one campaign tick), [`Runtime::failure`] names the loop and
+    /// the panic, and `run` returns it as [`RuntimeError::LoopDied`]. Restarting the loop in
+    /// place would repeat a panic that stored data causes on every pass; exiting lets the
+    /// supervisor restart the process while a healthy standby leads.
+    pub async fn run(self: Arc<Self>, shutdown: watch::Receiver<bool>) -> Result<(), RuntimeError> {
         let s = &self.ctx.settings;
+        // Every task stops on `stop`: set by the caller's shutdown or by a dying loop.
+        let (stop_tx, stop) = watch::channel(false);
         // A JoinSet aborts its tasks when dropped, so aborting `run` stops every loop.
         let mut tasks = tokio::task::JoinSet::new();
+        let mut names = std::collections::HashMap::new();
+        let mut spawn = |tasks: &mut tokio::task::JoinSet<()>,
+                         name: String,
+                         f: futures::future::BoxFuture<'static, ()>| {
+            let h = tasks.spawn(f);
+            names.insert(h.id(), name);
+        };
         if s.scheduler_enabled {
             let (a, b) = (self.clone(), self.clone());
-            let (r1, r2) = (shutdown.clone(), shutdown.clone());
-            tasks.spawn(async move { a.scheduler_campaign.run(r1).await });
-            tasks.spawn(async move { b.scheduler.run(r2).await });
+            let (r1, r2) = (stop.clone(), stop.clone());
+            spawn(
+                &mut tasks,
+                format!("{SCHEDULER} campaign"),
+                Box::pin(async move { a.scheduler_campaign.run(r1).await }),
+            );
+            spawn(
+                &mut tasks,
+                format!("{SCHEDULER} loop"),
+                Box::pin(async move { b.scheduler.run(r2).await }),
+            );
         }
         if s.controller_enabled {
             let (a, b) = (self.clone(), self.clone());
-            let (r1, r2) = (shutdown.clone(), shutdown.clone());
-            tasks.spawn(async move { a.controller_campaign.run(r1).await });
-            tasks.spawn(async move { b.controller.run(r2).await });
+            let (r1, r2) = (stop.clone(), stop.clone());
+            spawn(
+                &mut tasks,
+                format!("{CONTROLLER} campaign"),
+                Box::pin(async move { a.controller_campaign.run(r1).await }),
+            );
+            spawn(
+                &mut tasks,
+                format!("{CONTROLLER} loop"),
+                Box::pin(async move { b.controller.run(r2).await }),
+            );
         }
-        while let Some(r) = tasks.join_next().await {
-            if let Err(e) = r {
-                tracing::error!(error = %e, "runtime task ended abnormally");
+        let mut shutdown = shutdown;
+        let mut stopping = false;
+        let mut failure: Option<String> = None;
+        loop {
+            tokio::select! {
+                _ = super::leadership::shutdown_requested(&mut shutdown), if !stopping => {
+                    stopping = true;
+                    stop_tx.send_replace(true);
+                }
+                r = tasks.join_next_with_id() => {
+                    let Some(r) = r else { break };
+                    let (id, why) = match r {
+                        Ok((id, ())) => (id, "returned".to_string()),
+                        Err(e) => (e.id(), panic_text(e)),
+                    };
+                    if stopping {
+                        if why != "returned" {
+                            tracing::error!(task = names.get(&id).map_or("?", String::as_str), error = %why, "runtime task failed while stopping");
+                        }
+                        continue;
+                    }
+                    let name = names.get(&id).cloned().unwrap_or_else(|| "a runtime task".into());
+                    let text = format!("{name} ended unexpectedly ({why})");
+                    tracing::error!(task = %name, error = %why, "a loop died: resigning leadership and stopping this runtime");
+                    stopping = true;
+                    // Resign first, so a standby can take over while the other tasks stop.
+                    self.resign().await;
+                    stop_tx.send_replace(true);
+                    self.failed.send_replace(Some(text.clone()));
+                    failure = Some(text);
+                }
             }
         }
         self.resign().await;
+        match failure {
+            Some(reason) => Err(RuntimeError::LoopDied(reason)),
+            None => Ok(()),
+        }
     }
 
     /// Spawns [`Runtime::run`] on the current tokio runtime.
     pub fn spawn(self: Arc<Self>) -> RuntimeHandle {
         let (tx, rx) = watch::channel(false);
+        let failed = self.failed.subscribe();
         let task = tokio::spawn(self.clone().run(rx));
         RuntimeHandle {
             runtime: self,
             shutdown: tx,
+            failed,
             task,
         }
     }
@@ -305,7 +383,8 @@ impl Runtime {
 pub struct RuntimeHandle {
     runtime: Arc<Runtime>,
     shutdown: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    failed: watch::Receiver<Option<String>>,
+    task: JoinHandle<Result<(), RuntimeError>>,
 }
 
 impl RuntimeHandle {
@@ -314,11 +393,37 @@ impl RuntimeHandle {
         &self.runtime
     }
 
-    /// Graceful stop: the loops end and leadership is resigned.
+    /// Resolves with the reason once a loop of this runtime died (its leadership is then
+    /// already resigned); pending for ever while the loops run.
+    pub async fn failed(&mut self) -> String {
+        loop {
+            if let Some(why) = self.failed.borrow_and_update().clone() {
+                return why;
+            }
+            if self.failed.changed().await.is_err() {
+                return futures::future::pending().await;
+            }
+        }
+    }
+
+    /// Graceful stop: the loops end and leadership is resigned (a loop that had died is
+    /// logged; [`RuntimeHandle::stop`] returns it).
     pub async fn shutdown(self) {
+        if let Err(e) = self.stop().await {
+            tracing::error!(error = %e, "runtime had failed");
+        }
+    }
+
+    /// Graceful stop like [`RuntimeHandle::shutdown`], returning
+    /// [`RuntimeError::LoopDied`] when a loop had died before.
+    pub async fn stop(self) -> Result<(), RuntimeError> {
         self.shutdown.send_replace(true);
-        if let Err(e) = self.task.await {
-            tracing::error!(error = %e, "runtime ended abnormally");
+        match self.task.await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(error = %e, "runtime ended abnormally");
+                Err(RuntimeError::LoopDied(format!("runtime task: {e}")))
+            }
         }
     }
 
@@ -326,4 +431,18 @@ impl RuntimeHandle {
     pub fn abort(self) {
         self.task.abort();
     }
+}
+
+/// The message of a panicked task, or why it was cancelled.
+fn panic_text(e: tokio::task::JoinError) -> String {
+    if e.is_cancelled() {
+        return "cancelled".into();
+    }
+    let p = e.into_panic();
+    let msg = p
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-text panic payload".into());
+    format!("panicked: {msg}")
 }

@@ -409,16 +409,18 @@ impl Controller {
             let Some(wid) = &s.value.worker_id else {
                 continue;
             };
-            let lost = snap
-                .workers
-                .get(wid)
-                .is_none_or(|w| is_lost_state(w.value.state));
+            // An undecodable worker record is UNKNOWN, not gone: its sessions stay as they are.
+            let lost = !snap.unknown_workers.contains(wid)
+                && snap
+                    .workers
+                    .get(wid)
+                    .is_none_or(|w| is_lost_state(w.value.state));
             if lost {
                 by_worker.entry(wid.clone()).or_default().push(s);
             }
         }
         let mut wrote = false;
-        let max = self.ctx.settings.max_txn_ops.max(3);
+        let max = self.ctx.txn_limit();
         for (wid, sessions) in by_worker {
             for chunk in sessions.chunks(max - 2) {
                 let mut writes = Vec::new();
@@ -475,7 +477,8 @@ impl Controller {
                     });
                 }
                 match self.ctx.commit(fence, writes).await? {
-                    Commit::Conflict => return Ok(true), // re-read next pass
+                    // Re-read next pass (with smaller batches after a TooLarge).
+                    Commit::Conflict { .. } | Commit::TooLarge => return Ok(true),
                     Commit::Done(_) => {
                         wrote = true;
                         self.ctx.metrics.requeued(requeued.len() as u64);
@@ -702,7 +705,7 @@ impl Controller {
         reason: &str,
         report: &mut ControllerReport,
     ) -> Result<(), RuntimeError> {
-        let max = self.ctx.settings.max_txn_ops.max(2);
+        let max = self.ctx.txn_limit();
         let sessions: Vec<_> = snap.sessions_on(worker_id).collect();
         for chunk in sessions.chunks(max - 1) {
             let mut writes = Vec::new();
@@ -741,7 +744,7 @@ impl Controller {
                     Ok(_) | Err(RuntimeError::NotLeader { .. }) => {}
                     Err(e) => tracing::warn!(error = %e, "controller pass failed"),
                 }
-                let next = ctx.clock.now() + interval;
+                let next = crate::timeslot::saturating_add(ctx.clock.now(), interval);
                 tokio::select! {
                     _ = shutdown_requested(&mut shutdown) => return,
                     _ = ctx.clock.sleep_until(next) => {}

@@ -168,7 +168,7 @@ impl Campaigner {
                 break;
             }
             self.tick().await;
-            let next = self.clock.now() + every;
+            let next = crate::timeslot::saturating_add(self.clock.now(), every);
             tokio::select! {
                 _ = self.clock.sleep_until(next) => {}
                 r = shutdown.changed() => { if r.is_err() { break; } }

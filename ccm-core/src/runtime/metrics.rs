@@ -30,7 +30,11 @@ pub struct Metrics {
     plans: AtomicU64,
     unservable: AtomicU64,
     plan: Mutex<Option<super::PlanSummary>>,
+    records: Mutex<(BTreeMap<String, u64>, Vec<String>)>,
 }
+
+/// Most problems kept for `/readyz` (the rest are counted in the metric).
+pub const MAX_PROBLEMS_KEPT: usize = 20;
 
 /// A copy of every counter at one moment.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -78,6 +82,10 @@ pub struct MetricsSnapshot {
     pub unservable_sessions_total: u64,
     /// The controller's last plan (cost, lower bound, workers, unserved sessions).
     pub last_plan: Option<super::PlanSummary>,
+    /// Undecodable records in the last listing, by kind (`session`, `worker`, `definition`).
+    pub undecodable_records: BTreeMap<String, u64>,
+    /// The problems of the last listing (at most [`MAX_PROBLEMS_KEPT`]), each naming the key.
+    pub problems: Vec<String>,
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -148,6 +156,15 @@ impl Metrics {
             .as_ref()
             .map(|p| p.cost_usd)
     }
+    pub(crate) fn observed_records(
+        &self,
+        undecodable: &BTreeMap<String, u64>,
+        problems: &[String],
+    ) {
+        let mut g = self.records.lock().unwrap_or_else(|p| p.into_inner());
+        g.0.clone_from(undecodable);
+        g.1 = problems.iter().take(MAX_PROBLEMS_KEPT).cloned().collect();
+    }
     pub(crate) fn set_leader(&self, election: &str, leading: bool) {
         let flag = if election == super::CONTROLLER {
             &self.controller_leader
@@ -160,6 +177,11 @@ impl Metrics {
     /// A copy of every counter.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let records = self
+            .records
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         MetricsSnapshot {
             bindings_total: g(&self.bindings),
             expired_total: g(&self.expired),
@@ -186,6 +208,8 @@ impl Metrics {
             plans_total: g(&self.plans),
             unservable_sessions_total: g(&self.unservable),
             last_plan: self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            undecodable_records: records.0,
+            problems: records.1,
         }
     }
 }
@@ -259,6 +283,14 @@ impl MetricsSnapshot {
         );
         for (reason, n) in &self.unschedulable_by_reason {
             let _ = writeln!(out, "ccm_unschedulable_total{{reason=\"{reason}\"}} {n}");
+        }
+        let _ = write!(
+            out,
+            "# HELP ccm_undecodable_records Records of the last listing that could not be decoded (left alone), by kind.\n# TYPE ccm_undecodable_records gauge\n"
+        );
+        for kind in ["definition", "session", "worker"] {
+            let n = self.undecodable_records.get(kind).copied().unwrap_or(0);
+            let _ = writeln!(out, "ccm_undecodable_records{{kind=\"{kind}\"}} {n}");
         }
         let _ = write!(
             out,

@@ -66,6 +66,10 @@ pub enum RuntimeError {
     /// A state machine refused a transition.
     #[error(transparent)]
     Transition(#[from] crate::transition::InvalidTransition),
+    /// A loop task panicked or returned before shutdown: this runtime stopped and resigned
+    /// (names the loop and the panic).
+    #[error("runtime stopped: {0}")]
+    LoopDied(String),
     /// The runtime was built wrong (names what is missing or invalid).
     #[error("runtime configuration: {0}")]
     Config(String),

@@ -10,7 +10,7 @@ use crate::placement::filter::{check_template, Requirements};
 use crate::planner::{Action, Plan, PlanInput, PlannedSession, PriorAssignment};
 use crate::session::{LabletSession, SessionState};
 use crate::template::WorkerTemplate;
-use crate::timeslot::{Timeslot, Timestamp};
+use crate::timeslot::{saturating_add, saturating_sub, Timeslot, Timestamp};
 use crate::worker::WorkerState;
 use chrono::Duration;
 use std::collections::{BTreeMap, BTreeSet};
@@ -108,7 +108,7 @@ pub fn plan_input(
         let max = Duration::minutes(i64::from(d.max_duration_minutes.max(1)));
         let slot = match (s.timeslot, holds) {
             (Some(t), false) => {
-                if now > t.start + settings.pending_grace {
+                if now > t.expires_at(settings.pending_grace) {
                     continue;
                 }
                 match t
@@ -121,8 +121,8 @@ pub fn plan_input(
                 }
             }
             (None, false) => {
-                let a = now + lead;
-                match Timeslot::new(a - inst, a + max) {
+                let a = saturating_add(now, lead);
+                match Timeslot::new(saturating_sub(a, inst), saturating_add(a, max)) {
                     Ok(t) => t,
                     Err(_) => continue,
                 }
@@ -132,10 +132,10 @@ pub fn plan_input(
                     Some(t) => (t.start, t.end),
                     None => {
                         let a = bound_at(s);
-                        (a, a + max)
+                        (a, saturating_add(a, max))
                     }
                 };
-                let b = b.max(now + Duration::seconds(HOLD_SECS));
+                let b = b.max(saturating_add(now, Duration::seconds(HOLD_SECS)));
                 match Timeslot::new(a.min(now), b) {
                     Ok(t) => t,
                     Err(_) => continue,
@@ -184,7 +184,7 @@ pub fn due_actions(
     let mut numbering = worker_numbering(snap);
     let by_name: BTreeMap<&str, &WorkerTemplate> =
         templates.iter().map(|t| (t.name.as_str(), t)).collect();
-    let busy = |id: &str| snap.sessions_on(id).next().is_some();
+    let busy = |id: &str| snap.busy(id);
     // Distinct requirements of the sessions still to place (sessions share a few classes).
     let open: std::collections::HashSet<&Requirements> = input
         .sessions

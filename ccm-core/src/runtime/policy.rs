@@ -12,7 +12,7 @@ use crate::placement::filter::{
 };
 use crate::session::{LabletSession, SessionState};
 use crate::template::WorkerTemplate;
-use crate::timeslot::Timestamp;
+use crate::timeslot::{saturating_add, Timestamp};
 use crate::worker::{Worker, WorkerState};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -98,7 +98,7 @@ pub(crate) fn due_sessions<'a>(
         .filter(|s| s.state == SessionState::Pending)
         .filter(|s| {
             s.timeslot.is_none_or(|t| {
-                now >= t.due_at(settings.lead_time) && now <= t.start + settings.pending_grace
+                now >= t.due_at(settings.lead_time) && now <= t.expires_at(settings.pending_grace)
             })
         })
         .collect();
@@ -315,8 +315,8 @@ pub(crate) fn decide(
         .filter(|s| s.state == SessionState::Pending)
         .filter(|s| {
             s.timeslot.is_none_or(|t| {
-                t.due_at(settings.lead_time) <= now + settings.scale_down_grace
-                    && now <= t.start + settings.pending_grace
+                t.due_at(settings.lead_time) <= saturating_add(now, settings.scale_down_grace)
+                    && now <= t.expires_at(settings.pending_grace)
             })
         })
         .filter_map(|s| {
@@ -329,7 +329,7 @@ pub(crate) fn decide(
         if wanted.contains(w.id.as_str()) {
             continue;
         }
-        let busy = snap.sessions_on(&w.id).next().is_some();
+        let busy = snap.busy(&w.id);
         match w.state {
             WorkerState::Running if !busy => {
                 let idle_long = idle_since(w).is_none_or(|t| now - t >= settings.scale_down_grace);
@@ -372,7 +372,7 @@ pub(crate) fn past_its_end(
             let hours = templates
                 .get(w.template.as_str())
                 .map_or(4.0, |t| t.drain_timeout_hours);
-            let limit = chrono::Duration::seconds((hours * 3600.0) as i64);
+            let limit = crate::template::drain_timeout(hours);
             w.drain_started_at
                 .is_some_and(|d| now - d >= limit)
                 .then(|| ScalingAction::Stop {

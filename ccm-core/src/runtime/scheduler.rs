@@ -46,6 +46,18 @@ pub struct SchedulerReport {
     pub conflicts: u32,
     /// Transactions committed.
     pub transactions: u32,
+    /// Sessions left out of a batch because their record changed since it was read (the rest
+    /// of the batch was committed; the next pass re-reads them): (session id, why).
+    pub skipped: Vec<(String, String)>,
+}
+
+/// How one attempt at a pass ended.
+enum Outcome {
+    Done,
+    /// A worker (or an unnamed key) changed since the read: re-read and retry.
+    Conflict,
+    /// The store refused a transaction as too large; the limit is halved: retry.
+    TooLarge,
 }
 
 /// The scheduler: one pass is [`Scheduler::reconcile_once`]; [`Scheduler::run`] is the timed,
@@ -97,8 +109,11 @@ impl Scheduler {
             report.revision = snap.revision;
             report.unschedulable.clear();
             match self.pass(&fence, &snap, now, &mut report).await {
-                Ok(true) => break,
-                Ok(false) => {
+                Ok(Outcome::Done) => break,
+                // Bounded: the limit halves every time, down to 3 (then the store's refusal is
+                // an error naming its limit).
+                Ok(Outcome::TooLarge) => continue,
+                Ok(Outcome::Conflict) => {
                     report.conflicts += 1;
                     attempt += 1;
                     if attempt > self.ctx.settings.max_conflict_retries {
@@ -125,16 +140,18 @@ impl Scheduler {
         Ok(report)
     }
 
-    /// Returns `Ok(false)` on a conflict.
+    /// One attempt: expire, decide, commit in batches. A batch whose only moved keys are
+    /// sessions is committed without them (they are reported in `skipped`), so one bad or
+    /// busy record never fails the whole pass.
     async fn pass(
         &self,
         fence: &Fence,
         snap: &StateSnapshot,
         now: Timestamp,
         report: &mut SchedulerReport,
-    ) -> Result<bool, RuntimeError> {
+    ) -> Result<Outcome, RuntimeError> {
         let ctx = &self.ctx;
-        let max = ctx.settings.max_txn_ops.max(3);
+        let max = ctx.txn_limit();
         // 1. Expire PENDING sessions whose slot start passed more than the grace ago.
         let mut expiring = Vec::new();
         for s in snap.sessions.values() {
@@ -143,7 +160,7 @@ impl Scheduler {
                 continue;
             }
             if let Some(slot) = v.timeslot {
-                if now > slot.start + ctx.settings.pending_grace {
+                if now > slot.expires_at(ctx.settings.pending_grace) {
                     let mut e = v.clone();
                     e.transition(
                         SessionState::Expired,
@@ -155,27 +172,51 @@ impl Scheduler {
             }
         }
         for chunk in expiring.chunks(max - 1) {
-            let mut writes = Vec::with_capacity(chunk.len());
-            for (s, rev) in chunk {
-                let key = ctx.keys.session(&s.id);
-                writes.push(Write {
-                    value: Some(codec::encode(&key, s)?),
-                    key,
-                    expect: *rev,
-                });
-            }
-            match ctx.commit(fence, writes).await? {
-                Commit::Conflict => return Ok(false),
-                Commit::Done(_) => {
-                    report.transactions += 1;
-                    ctx.metrics.expired(chunk.len() as u64);
-                    for (s, _) in chunk {
-                        report.expired.push(s.id.clone());
-                        ctx.emit(CcmEvent::session(s), now).await;
+            let mut dropped: BTreeSet<String> = BTreeSet::new();
+            loop {
+                let live: Vec<&(LabletSession, Revision)> = chunk
+                    .iter()
+                    .filter(|(s, _)| !dropped.contains(&s.id))
+                    .collect();
+                if live.is_empty() {
+                    break;
+                }
+                let mut writes = Vec::with_capacity(live.len());
+                for (s, rev) in &live {
+                    let key = ctx.keys.session(&s.id);
+                    writes.push(Write {
+                        value: Some(codec::encode(&key, s)?),
+                        key,
+                        expect: *rev,
+                    });
+                }
+                match ctx.commit(fence, writes).await? {
+                    Commit::Conflict { changed } => {
+                        let Some(ids) = self.changed_sessions_only(&changed) else {
+                            return Ok(Outcome::Conflict);
+                        };
+                        report.conflicts += 1;
+                        for id in ids {
+                            report
+                                .skipped
+                                .push((id.clone(), "changed since it was read".into()));
+                            dropped.insert(id);
+                        }
+                    }
+                    Commit::TooLarge => return Ok(Outcome::TooLarge),
+                    Commit::Done(_) => {
+                        report.transactions += 1;
+                        ctx.metrics.expired(live.len() as u64);
+                        for (s, _) in live {
+                            report.expired.push(s.id.clone());
+                            ctx.emit(CcmEvent::session(s), now).await;
+                        }
+                        break;
                     }
                 }
             }
         }
+        // Sessions expired (or left out because they moved) are not bound in this pass.
         let expired: BTreeSet<&str> = expiring.iter().map(|(s, _)| s.id.as_str()).collect();
 
         // 2. Due sessions in a deterministic order: slot start (ASAP: created_at), then id.
@@ -201,7 +242,14 @@ impl Scheduler {
         });
 
         // 3. Decide every binding on a working copy of the fleet.
-        let workers: Vec<Worker> = snap.workers.values().map(|w| w.value.clone()).collect();
+        // A worker named by an undecodable session record has a load nobody can count: it
+        // takes no new binding until the record is repaired.
+        let workers: Vec<Worker> = snap
+            .workers
+            .values()
+            .filter(|w| !snap.has_unknown_sessions(&w.value.id))
+            .map(|w| w.value.clone())
+            .collect();
         let mut fleet = Fleet::new(workers, ctx.settings.scoring)
             .map_err(|e| RuntimeError::Config(format!("fleet snapshot: {e}")))?;
         let mut tentative = Vec::new();
@@ -261,76 +309,113 @@ impl Scheduler {
                     "max_txn_ops {max} is too small for one binding (needs 3)"
                 )));
             }
-            let batch = &tentative[start..end];
-            let mut writes = Vec::with_capacity(batch.len() + workers.len());
-            let mut new_workers: BTreeMap<String, (Worker, Revision)> = BTreeMap::new();
-            let mut scheduled: Vec<LabletSession> = Vec::with_capacity(batch.len());
-            for t in batch {
-                let (w, _) = match new_workers.get_mut(&t.worker) {
-                    Some(x) => x,
-                    None => {
-                        let base = match committed.get(&t.worker) {
-                            Some(x) => x.clone(),
-                            None => match snap.workers.get(&t.worker) {
-                                Some(v) => (v.value.clone(), v.mod_revision),
-                                None => continue,
-                            },
+            let whole = &tentative[start..end];
+            let mut dropped: BTreeSet<String> = BTreeSet::new();
+            loop {
+                let batch: Vec<&Tentative> = whole
+                    .iter()
+                    .filter(|t| !dropped.contains(&t.session.id))
+                    .collect();
+                if batch.is_empty() {
+                    break;
+                }
+                let mut writes = Vec::with_capacity(batch.len() + workers.len());
+                let mut new_workers: BTreeMap<String, (Worker, Revision)> = BTreeMap::new();
+                let mut scheduled: Vec<LabletSession> = Vec::with_capacity(batch.len());
+                for t in &batch {
+                    let (w, _) = match new_workers.get_mut(&t.worker) {
+                        Some(x) => x,
+                        None => {
+                            let base = match committed.get(&t.worker) {
+                                Some(x) => x.clone(),
+                                None => match snap.workers.get(&t.worker) {
+                                    Some(v) => (v.value.clone(), v.mod_revision),
+                                    None => continue,
+                                },
+                            };
+                            new_workers.entry(t.worker.clone()).or_insert(base)
+                        }
+                    };
+                    w.allocated = w.allocated.saturating_add(&t.load);
+                    w.ports
+                        .restore(&t.session.id, &t.ports)
+                        .map_err(|e| RuntimeError::Config(format!("port bookkeeping: {e}")))?;
+                    w.last_activity_at = Some(now);
+                    let mut s = t.session.clone();
+                    s.transition(
+                        SessionState::Scheduled,
+                        now,
+                        format!("bound to {}", t.worker),
+                    )?;
+                    s.worker_id = Some(t.worker.clone());
+                    s.allocated_ports = t.ports.clone();
+                    scheduled.push(s.clone());
+                    let key = ctx.keys.session(&s.id);
+                    writes.push(Write {
+                        value: Some(codec::encode(&key, &s)?),
+                        key,
+                        expect: t.expect,
+                    });
+                }
+                for (id, (w, rev)) in &new_workers {
+                    let key = ctx.keys.worker(id);
+                    writes.push(Write {
+                        value: Some(codec::encode(&key, w)?),
+                        key,
+                        expect: *rev,
+                    });
+                }
+                match ctx.commit(fence, writes).await? {
+                    Commit::Conflict { changed } => {
+                        // Only sessions moved: leave them out and commit the rest of the
+                        // batch (the workers' revisions still hold). A worker that moved
+                        // means a re-read.
+                        let Some(ids) = self.changed_sessions_only(&changed) else {
+                            return Ok(Outcome::Conflict);
                         };
-                        new_workers.entry(t.worker.clone()).or_insert(base)
+                        report.conflicts += 1;
+                        for id in ids {
+                            tracing::warn!(session = %id, "session changed since it was read; left out of this batch");
+                            report
+                                .skipped
+                                .push((id.clone(), "changed since it was read".into()));
+                            dropped.insert(id);
+                        }
                     }
-                };
-                w.allocated = w.allocated.saturating_add(&t.load);
-                w.ports
-                    .restore(&t.session.id, &t.ports)
-                    .map_err(|e| RuntimeError::Config(format!("port bookkeeping: {e}")))?;
-                w.last_activity_at = Some(now);
-                let mut s = t.session.clone();
-                s.transition(
-                    SessionState::Scheduled,
-                    now,
-                    format!("bound to {}", t.worker),
-                )?;
-                s.worker_id = Some(t.worker.clone());
-                s.allocated_ports = t.ports.clone();
-                scheduled.push(s.clone());
-                let key = ctx.keys.session(&s.id);
-                writes.push(Write {
-                    value: Some(codec::encode(&key, &s)?),
-                    key,
-                    expect: t.expect,
-                });
-            }
-            for (id, (w, rev)) in &new_workers {
-                let key = ctx.keys.worker(id);
-                writes.push(Write {
-                    value: Some(codec::encode(&key, w)?),
-                    key,
-                    expect: *rev,
-                });
-            }
-            match ctx.commit(fence, writes).await? {
-                Commit::Conflict => return Ok(false),
-                Commit::Done(rev) => {
-                    report.transactions += 1;
-                    for (id, (w, _)) in new_workers {
-                        committed.insert(id, (w, rev));
-                    }
-                    ctx.metrics.bound(batch.len() as u64);
-                    for t in batch {
-                        report.bound.push(Binding {
-                            session: t.session.id.clone(),
-                            worker: t.worker.clone(),
-                            ports: t.ports.clone(),
-                        });
-                    }
-                    for s in &scheduled {
-                        ctx.emit(CcmEvent::session(s), now).await;
+                    Commit::TooLarge => return Ok(Outcome::TooLarge),
+                    Commit::Done(rev) => {
+                        report.transactions += 1;
+                        for (id, (w, _)) in new_workers {
+                            committed.insert(id, (w, rev));
+                        }
+                        ctx.metrics.bound(batch.len() as u64);
+                        for t in &batch {
+                            report.bound.push(Binding {
+                                session: t.session.id.clone(),
+                                worker: t.worker.clone(),
+                                ports: t.ports.clone(),
+                            });
+                        }
+                        for s in &scheduled {
+                            ctx.emit(CcmEvent::session(s), now).await;
+                        }
+                        break;
                     }
                 }
             }
             start = end;
         }
-        Ok(true)
+        Ok(Outcome::Done)
+    }
+
+    /// The session ids among `changed` keys, when every changed key is a session (and at
+    /// least one is); `None` means something else moved (a worker, or the store did not say).
+    fn changed_sessions_only(&self, changed: &[String]) -> Option<Vec<String>> {
+        let ids: Vec<String> = changed
+            .iter()
+            .map(|k| self.ctx.keys.id_of_session(k).map(str::to_string))
+            .collect::<Option<_>>()?;
+        (!ids.is_empty()).then_some(ids)
     }
 
     /// Runs while this process leads the scheduler: a pass at once, then on every watch event
@@ -372,7 +457,7 @@ impl Scheduler {
                     Err(RuntimeError::NotLeader { .. }) => break 'leading,
                     Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
                 }
-                let next = ctx.clock.now() + interval;
+                let next = crate::timeslot::saturating_add(ctx.clock.now(), interval);
                 loop {
                     tokio::select! {
                         _ = shutdown_requested(&mut shutdown) => return,

@@ -9,7 +9,7 @@ use crate::resources::Load;
 use crate::session::LabletSession;
 use crate::store::Revision;
 use crate::worker::Worker;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// A value read from the store with the revision it was written at.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +33,16 @@ pub struct StateSnapshot {
     pub definitions: BTreeMap<String, LabletDefinition>,
     /// Records that could not be used, each naming the key or session and why.
     pub problems: Vec<String>,
+    /// Worker records that could not be decoded (bad JSON, a state or field this version does
+    /// not know, an id that differs from the key's), by the id in their key. Such a worker is
+    /// UNKNOWN, never gone: its sessions are neither requeued nor terminated.
+    pub unknown_workers: BTreeSet<String>,
+    /// Session records that could not be decoded (or whose id differs from the key's), by the
+    /// id in their key, with the worker they name when that much is readable. They are left
+    /// alone; a worker they name takes no new binding and is never drained for idleness.
+    pub unknown_sessions: BTreeMap<String, Option<String>>,
+    /// Undecodable records by kind (`session`, `worker`, `definition`).
+    pub undecodable: BTreeMap<String, u64>,
 }
 
 impl StateSnapshot {
@@ -58,7 +68,7 @@ impl StateSnapshot {
                 .collect(),
             workers: BTreeMap::new(),
             definitions: definitions.into_iter().map(|d| (d.id.clone(), d)).collect(),
-            problems: Vec::new(),
+            ..Default::default()
         };
         snap.workers = workers
             .into_iter()
@@ -74,6 +84,24 @@ impl StateSnapshot {
             .collect();
         derive(&mut snap);
         snap
+    }
+
+    /// Whether `worker` holds anything: a capacity-holding session, or an unknown session
+    /// record that names it (its load is not known, so it is treated as held).
+    pub fn busy(&self, worker: &str) -> bool {
+        self.sessions_on(worker).next().is_some() || self.has_unknown_sessions(worker)
+    }
+
+    /// Whether an undecodable session record names `worker`.
+    pub fn has_unknown_sessions(&self, worker: &str) -> bool {
+        self.unknown_sessions
+            .values()
+            .any(|w| w.as_deref() == Some(worker))
+    }
+
+    fn undecodable_record(&mut self, kind: &str, problem: String) {
+        *self.undecodable.entry(kind.to_string()).or_default() += 1;
+        self.problems.push(problem);
     }
 
     /// Capacity-holding sessions bound to `worker`.
@@ -104,8 +132,19 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
     let mut workers_seen = Vec::new();
     for kv in list.kvs {
         if kv.key.starts_with(&sp) {
+            let key_id = ctx
+                .keys
+                .id_of_session(&kv.key)
+                .unwrap_or_default()
+                .to_string();
             let decoded = ctx.decoded.sessions.get_or_decode(&kv);
-            sessions_seen.push(kv.key);
+            let decoded = decoded.and_then(|s| {
+                if s.id == key_id {
+                    Ok(s)
+                } else {
+                    Err(mismatch(&kv.key, &s.id))
+                }
+            });
             match decoded {
                 Ok(s) => {
                     snap.sessions.insert(
@@ -116,11 +155,27 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
                         },
                     );
                 }
-                Err(e) => snap.problems.push(e.to_string()),
+                Err(e) => {
+                    snap.unknown_sessions
+                        .insert(key_id, readable_field(&kv.value, "worker_id"));
+                    snap.undecodable_record("session", e.to_string());
+                }
             }
+            sessions_seen.push(kv.key);
         } else if kv.key.starts_with(&wp) {
+            let key_id = ctx
+                .keys
+                .id_of_worker(&kv.key)
+                .unwrap_or_default()
+                .to_string();
             let decoded = ctx.decoded.workers.get_or_decode(&kv);
-            workers_seen.push(kv.key);
+            let decoded = decoded.and_then(|w| {
+                if w.id == key_id {
+                    Ok(w)
+                } else {
+                    Err(mismatch(&kv.key, &w.id))
+                }
+            });
             match decoded {
                 Ok(w) => {
                     snap.workers.insert(
@@ -131,15 +186,19 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
                         },
                     );
                 }
-                Err(e) => snap.problems.push(e.to_string()),
+                Err(e) => {
+                    snap.unknown_workers.insert(key_id);
+                    snap.undecodable_record("worker", e.to_string());
+                }
             }
+            workers_seen.push(kv.key);
         } else if kv.key.starts_with(&dp) {
             match codec::decode::<LabletDefinition>(&kv.key, &kv.value) {
                 Ok(d) => {
                     ctx.remember(d.clone());
                     snap.definitions.insert(d.id.clone(), d);
                 }
-                Err(e) => snap.problems.push(e.to_string()),
+                Err(e) => snap.undecodable_record("definition", e.to_string()),
             }
         }
     }
@@ -166,7 +225,33 @@ pub(crate) async fn load(ctx: &Ctx) -> Result<StateSnapshot, RuntimeError> {
     for p in &snap.problems {
         tracing::warn!(problem = %p, "state record skipped");
     }
+    ctx.metrics
+        .observed_records(&snap.undecodable, &snap.problems);
     Ok(snap)
+}
+
+/// A record whose inner id is not the id in its key: refused (writes guarded by one key's
+/// revision would otherwise update another's record).
+fn mismatch(key: &str, inner: &str) -> RuntimeError {
+    RuntimeError::Store(crate::store::StoreError::Decode {
+        key: key.to_string(),
+        message: format!("the record's id {inner:?} is not the id in its key"),
+    })
+}
+
+/// One top-level string field of a JSON object; for bytes that are not JSON (truncated,
+/// say), the first `"field": "value"` found in the text.
+fn readable_field(bytes: &[u8], field: &str) -> Option<String> {
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) {
+        return v.get(field)?.as_str().map(str::to_string);
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let needle = format!("\"{field}\"");
+    let after = &text[text.find(&needle)? + needle.len()..];
+    let after = after.trim_start().strip_prefix(':')?.trim_start();
+    let value = after.strip_prefix('"')?;
+    let end = value.find('"')?;
+    Some(value[..end].to_string())
 }
 
 /// Decoded values by key and `mod_revision`: a listing decodes only what changed since the
@@ -266,6 +351,20 @@ mod tests {
             version: 1,
             lease: None,
         }
+    }
+
+    #[test]
+    fn a_field_is_read_even_from_broken_json() {
+        assert_eq!(
+            readable_field(br#"{"id":"s","worker_id":"w1"}"#, "worker_id").as_deref(),
+            Some("w1")
+        );
+        assert_eq!(
+            readable_field(br#"{"id": "s", "worker_id" : "w2", "#, "worker_id").as_deref(),
+            Some("w2")
+        );
+        assert_eq!(readable_field(br#"{"worker_id": null}"#, "worker_id"), None);
+        assert_eq!(readable_field(b"garbage", "worker_id"), None);
     }
 
     #[test]

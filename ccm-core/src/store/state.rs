@@ -305,6 +305,14 @@ pub enum StoreError {
         /// Limit.
         limit: usize,
     },
+    /// The store refused a transaction as having too many operations, and its limit when it
+    /// says (etcd answers "too many operations in txn request" without the number: its
+    /// `--max-txn-ops`, 128 by default). The loops halve their batches and retry.
+    #[error("the state store refused a transaction: too many operations (server limit: {})", .limit.map_or_else(|| "not reported; etcd's --max-txn-ops".to_string(), |l| l.to_string()))]
+    TooManyOperations {
+        /// The store's limit, when it reports one.
+        limit: Option<usize>,
+    },
     /// A value could not be decoded.
     #[error("cannot decode {key}: {message}")]
     Decode {
