@@ -1,8 +1,8 @@
 //! `ccm plan SCENARIO.yaml`: plan capacity for a scenario and compare with the original policy.
 
 use ccm_core::planner::{
-    load_scenario, plan_with_progress, simulate_baseline, timeline, Action, BaselineReport, Plan,
-    Scenario,
+    load_reference, load_scenario, plan_with_progress, simulate_baseline, timeline, Action,
+    BaselineReport, Plan, ReferenceDay, Scenario,
 };
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -31,6 +31,38 @@ pub struct Args {
     /// Override the scenario's planning horizon, in hours.
     #[arg(long, value_name = "HOURS")]
     pub horizon_hours: Option<u32>,
+    /// Results of the exact reference solver (tools/plan-reference/) to compare the cost with;
+    /// default: `results.json` beside the scenario, when there is one.
+    #[arg(long, value_name = "FILE")]
+    pub reference: Option<PathBuf>,
+}
+
+/// The reference day for the scenario: from `--reference`, or `results.json` beside it.
+fn reference_for(args: &Args) -> anyhow::Result<Option<ReferenceDay>> {
+    let path = match &args.reference {
+        Some(p) => p.clone(),
+        None => {
+            let beside = args
+                .scenario
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."))
+                .join("results.json");
+            if !beside.is_file() {
+                return Ok(None);
+            }
+            beside
+        }
+    };
+    let results = load_reference(&path)?;
+    let day = results.day_for(&args.scenario).cloned();
+    if day.is_none() && args.reference.is_some() {
+        anyhow::bail!(
+            "{}: no entry for {}",
+            path.display(),
+            args.scenario.display()
+        );
+    }
+    Ok(day)
 }
 
 /// Runs `ccm plan`.
@@ -42,6 +74,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(h) = args.horizon_hours {
         scenario.policy.horizon_hours = h;
     }
+    let reference = reference_for(&args)?;
     let input = scenario.input();
     let total = input.sessions.len();
     let show_progress = total >= 1000;
@@ -57,7 +90,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         eprintln!("simulating the original policy (30 s cycles)…");
     }
     let baseline = simulate_baseline(&input, &scenario.policy);
-    let summary = summary(&scenario, &plan, &baseline);
+    let summary = summary(&scenario, &plan, &baseline, reference.as_ref());
     if let Some(path) = &args.timeline {
         let is_svg = path
             .extension()
@@ -79,6 +112,14 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             "scenario": scenario.file,
             "plan": plan,
             "baseline": baseline,
+            "reference": reference.as_ref().map(|r| serde_json::json!({
+                "file": r.file,
+                "solver_best_usd": r.solver_best_usd,
+                "solver_bound_usd": r.solver_bound_usd,
+                "solver_status": r.solver_status,
+                "solver_seconds": r.solver_seconds,
+                "cost_over_solver_best": r.ratio(plan.cost.cost_usd),
+            })),
         });
         println!("{}", serde_json::to_string_pretty(&doc)?);
     } else {
@@ -96,7 +137,7 @@ fn pct(x: f64) -> String {
 }
 
 /// The readable summary.
-fn summary(s: &Scenario, p: &Plan, b: &BaselineReport) -> String {
+fn summary(s: &Scenario, p: &Plan, b: &BaselineReport, r: Option<&ReferenceDay>) -> String {
     let mut o = String::new();
     let served = p.assignments.iter().filter(|a| !a.bound).count();
     let _ = writeln!(
@@ -173,6 +214,18 @@ fn summary(s: &Scenario, p: &Plan, b: &BaselineReport) -> String {
         "\nLower bound (USD)           {:.2}   cost / lower bound = {:.3}",
         p.cost.lower_bound_usd, p.cost.cost_over_lower_bound
     );
+    if let Some(r) = r {
+        let _ = writeln!(
+            o,
+            "Offline optimum (CP-SAT, {:.0} s, {}): best {:.2}, proven bound {:.2}   cost / best = {:.3} (gap {:+.1} %)",
+            r.solver_seconds,
+            r.solver_status,
+            r.solver_best_usd,
+            r.solver_bound_usd,
+            r.ratio(p.cost.cost_usd),
+            (r.ratio(p.cost.cost_usd) - 1.0) * 100.0
+        );
+    }
     let u = &p.cost.utilisation;
     let _ = writeln!(
         o,

@@ -14,7 +14,10 @@
 //! * **per-dimension share**: for every choice of one dimension `d_T` per template `T`,
 //!   `Σ_sessions min_{T fits s} price_T · need_{s,d_T} / cap_{T,d_T}` (a feasible point of the
 //!   dual of the fractional covering problem, so a valid bound; the best choice is taken);
-//! * **worker count**: `⌈max_d Σ need_d / max cap_d⌉ × cheapest price`.
+//! * **worker count**: `⌈max_d Σ need_d / max cap_d⌉ × cheapest price`;
+//! * **own workers**: the sessions only template `T` can host need `m_T = ⌈max_d Σ need_d /
+//!   cap_{T,d}⌉` workers of `T` (the ⌈⌉ per template, with its own capacity), so the rate is at
+//!   least `Σ_T price_T · m_T + cheapest price · max(0, worker count − Σ_T m_T)`.
 //!
 //! The window `[t, t + lead]` holds because every worker busy at `t'` was launched (or
 //! relaunched) at the latest at `t' − lead` and is billed from then on — this charges one boot
@@ -256,7 +259,27 @@ pub fn lower_bound(now: i64, demands: &[Demand], prices: &[PriceCap], lead: i64)
             .filter(|&d| max_cap[d] > 0)
             .map(|d| (load[d] / f64::from(max_cap[d]) - 1e-9).ceil())
             .fold(0f64, f64::max);
+        // Sessions only one template can host need their own workers of it.
+        let mut only = vec![[0f64; 4]; prices.len()];
+        for (n, (need, fits)) in counts.iter().zip(&classes) {
+            if let [t] = fits {
+                for (l, x) in only[*t].iter_mut().zip(need.iter()) {
+                    *l += *n as f64 * f64::from(*x);
+                }
+            }
+        }
+        let mut own = 0f64;
+        let mut own_usd = 0f64;
+        for (t, l) in only.iter().enumerate() {
+            let m = (0..4)
+                .filter(|&d| prices[t].cap[d] > 0)
+                .map(|d| (l[d] / f64::from(prices[t].cap[d]) - 1e-9).ceil())
+                .fold(0f64, f64::max);
+            own += m;
+            own_usd += m * prices[t].price;
+        }
         best = best.max(workers * min_price);
+        best = best.max(own_usd + (workers - own).max(0.0) * min_price);
         segs.push((t, next, best));
     }
     window_max_integral(&segs, now, lead) / 3600.0

@@ -49,6 +49,7 @@ mod pack;
 pub mod plan;
 pub mod policy;
 pub mod profile;
+pub mod reference;
 pub mod scenario;
 pub mod timeline;
 
@@ -59,6 +60,7 @@ pub use plan::{
     TemplateVerdict, Unserved, WorkerOrigin,
 };
 pub use policy::Policy;
+pub use reference::{load_reference, parse_reference, ReferenceDay, ReferenceResults};
 pub use scenario::{load_scenario, parse_scenario, Scenario, ScenarioError};
 
 /// Plans capacity for `input` under `policy`: a pure function (no clock, no I/O) whose answer

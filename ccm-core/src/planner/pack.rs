@@ -28,6 +28,8 @@ use crate::worker::{Worker, WorkerState};
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
+mod improve;
+
 /// Seconds since the epoch.
 pub(crate) fn secs(t: Timestamp) -> i64 {
     t.timestamp()
@@ -497,6 +499,7 @@ pub(crate) fn run(
         .collect();
     let mut by_id = by_id;
     let mut rest = Vec::with_capacity(pending.len());
+    let mut movable = vec![false; sess.len()];
     for &si in &pending {
         let Some(p) = prior.get(sess[si].id) else {
             rest.push(si);
@@ -537,17 +540,22 @@ pub(crate) fn run(
             Some(Choice::Existing(w)) => {
                 ctx.place(w, &sess[si], si);
                 sess[si].worker = Some(w);
+                movable[si] = true;
             }
             Some(Choice::New(t, region)) => {
                 let id = ctx.fresh_id();
                 let w = ctx.new_worker(id, t, &region);
                 ctx.place(w, &sess[si], si);
                 sess[si].worker = Some(w);
+                movable[si] = true;
             }
             None => unserved_idx.push(si),
         }
     }
     progress(total, total);
+
+    // Local improvement of what the greedy pass placed (kept and bound sessions stay).
+    improve::improve(&mut ctx, &mut sess, &movable);
 
     // Minimum warm workers: those up now first, then the busiest planned ones.
     let mut warm_order: Vec<usize> = (0..ctx.workers.len())

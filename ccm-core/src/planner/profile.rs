@@ -98,6 +98,20 @@ impl LoadProfile {
         }
     }
 
+    /// Takes `need` off again during `[a, b)` (undoes an [`add`](Self::add) of the same span).
+    pub fn remove(&mut self, need: &Dims, a: i64, b: i64) {
+        if b <= a {
+            return;
+        }
+        let i = self.split(a);
+        let j = self.split(b);
+        for (_, load) in &mut self.steps[i..j] {
+            for (x, y) in load.iter_mut().zip(need.iter()) {
+                *x = x.saturating_sub(*y);
+            }
+        }
+    }
+
     /// The steps, for checks and pictures.
     pub fn steps(&self) -> &[(i64, Dims)] {
         &self.steps
@@ -220,6 +234,10 @@ mod tests {
         );
         assert!(p.fits(&cap, &[2, 0, 0, 0, 0], 0, 200).is_some());
         assert!(p.fits(&cap, &[11, 0, 0, 0, 0], 500, 600).is_none());
+        p.remove(&[4, 0, 0, 0, 0], 0, 100);
+        assert_eq!(p.peak(0, 200)[0], 4);
+        assert_eq!(p.peak(0, 50)[0], 0);
+        assert!(p.fits(&cap, &[6, 0, 0, 0, 0], 0, 200).is_some());
     }
 
     #[test]
