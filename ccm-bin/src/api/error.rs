@@ -19,18 +19,18 @@ use serde_json::json;
 #[derive(Debug)]
 pub struct ApiFailure {
     status: StatusCode,
-    code: String,
+    code: &'static str,
     message: String,
     field: Option<String>,
-    refusal: Option<serde_json::Value>,
+    refusal: Option<Box<serde_json::Value>>,
 }
 
 impl ApiFailure {
     /// A failure.
-    pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         ApiFailure {
             status,
-            code: code.to_string(),
+            code,
             message: message.into(),
             field: None,
             refusal: None,
@@ -72,7 +72,7 @@ impl From<ApiError> for ApiFailure {
                 f.message = format!("{field}: {message}");
                 f.field = Some(field);
             }
-            ApiError::Rejected(r) => f.refusal = serde_json::to_value(&*r).ok(),
+            ApiError::Rejected(r) => f.refusal = serde_json::to_value(&*r).ok().map(Box::new),
             _ => {}
         }
         f
@@ -86,7 +86,7 @@ impl IntoResponse for ApiFailure {
             body["field"] = json!(field);
         }
         if let Some(r) = self.refusal {
-            body["refusal"] = r;
+            body["refusal"] = *r;
         }
         (self.status, Json(json!({ "error": body }))).into_response()
     }

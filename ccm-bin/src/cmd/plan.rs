@@ -38,12 +38,11 @@ pub struct Args {
 }
 
 /// The reference day for the scenario: from `--reference`, or `results.json` beside it.
-fn reference_for(args: &Args) -> anyhow::Result<Option<ReferenceDay>> {
+fn reference_for(args: &Args, scenario: &std::path::Path) -> anyhow::Result<Option<ReferenceDay>> {
     let path = match &args.reference {
         Some(p) => p.clone(),
         None => {
-            let beside = args
-                .scenario
+            let beside = scenario
                 .parent()
                 .unwrap_or_else(|| std::path::Path::new("."))
                 .join("results.json");
@@ -54,13 +53,9 @@ fn reference_for(args: &Args) -> anyhow::Result<Option<ReferenceDay>> {
         }
     };
     let results = load_reference(&path)?;
-    let day = results.day_for(&args.scenario).cloned();
+    let day = results.day_for(scenario).cloned();
     if day.is_none() && args.reference.is_some() {
-        anyhow::bail!(
-            "{}: no entry for {}",
-            path.display(),
-            args.scenario.display()
-        );
+        anyhow::bail!("{}: no entry for {}", path.display(), scenario.display());
     }
     Ok(day)
 }
@@ -74,7 +69,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     if let Some(h) = args.horizon_hours {
         scenario.policy.horizon_hours = h;
     }
-    let reference = reference_for(&args)?;
+    let reference = reference_for(&args, path)?;
     let input = scenario.input();
     let total = input.sessions.len();
     let show_progress = total >= 1000;
