@@ -437,7 +437,8 @@ async fn admission_rejects_what_the_plan_cannot_serve_naming_the_constraint_and_
     };
     assert_eq!(refusal.constraint, "not_ready_in_time", "{refusal:?}");
     let earliest = refusal.earliest_start.expect("an earliest slot");
-    assert!(earliest >= t0() + Duration::minutes(20), "{earliest}");
+    // Boot (20 min) and then the lab's instantiation (15 min) before the slot.
+    assert_eq!(earliest, t0() + Duration::minutes(35), "{earliest}");
     // The earliest slot it names is admitted.
     let mut later = r.clone();
     later.timeslot_start = Some(earliest);
@@ -588,8 +589,10 @@ async fn preview_and_landscape_show_the_planned_launch() {
     let land = w.api().landscape(w.clock.now()).await.unwrap();
     assert_eq!(land.buckets.len(), 96);
     assert_eq!(land.bucket_minutes, 15);
-    // Demand in the buckets of the slot (3 h..5 h = buckets 12..20), none before.
-    assert_eq!(land.buckets[11].sessions, 0);
+    // Demand in the buckets of the slot (3 h..5 h = buckets 12..20) and in the one before,
+    // where its lab is instantiated (15 min); none earlier.
+    assert_eq!(land.buckets[10].sessions, 0);
+    assert_eq!(land.buckets[11].sessions, 1);
     assert_eq!(land.buckets[12].sessions, 1);
     assert_eq!(land.buckets[19].sessions, 1);
     assert_eq!(land.buckets[20].sessions, 0);

@@ -30,8 +30,12 @@ pub fn plan_now(
     (plan, input)
 }
 
-/// What the plan says about session `id`.
-pub fn verdict(plan: &Plan, id: &str) -> Admission {
+/// What the plan says about PENDING session `id`.
+///
+/// The plan reserves a PENDING session's capacity from `instantiation` before its slot (the
+/// lab is created on the worker first, see [`plan_input`]); the answer speaks of the slot
+/// itself, so the times the planner gives are moved back by `instantiation`.
+pub fn verdict(plan: &Plan, id: &str, instantiation: Duration) -> Admission {
     if let Some(a) = plan.assignments.iter().find(|a| a.session_id == id) {
         let w = plan.workers.iter().find(|w| w.id == a.worker_id);
         let (placement, ready_by) = match w {
@@ -72,12 +76,16 @@ pub fn verdict(plan: &Plan, id: &str) -> Admission {
         return Admission::Accepted {
             placement,
             ready_by,
-            start: a.start,
+            start: crate::timeslot::saturating_add(a.start, instantiation),
             end: a.end,
         };
     }
     if let Some(u) = plan.unserved.iter().find(|u| u.session_id == id) {
-        return Admission::Rejected(refusal(u));
+        let mut r = refusal(u);
+        r.earliest_start = r
+            .earliest_start
+            .map(|t| crate::timeslot::saturating_add(t, instantiation));
+        return Admission::Rejected(r);
     }
     Admission::Accepted {
         placement: Placement::BeyondHorizon {
@@ -138,7 +146,7 @@ pub fn admit(
         },
     );
     let (plan, _) = plan_now(&with, templates, now, settings);
-    let answer = verdict(&plan, &candidate.id);
+    let answer = verdict(&plan, &candidate.id, settings.instantiation());
     if !answer.accepted() {
         return answer;
     }
@@ -377,7 +385,7 @@ pub fn explain(
     };
     e.due = due_at.is_none_or(|d| now >= d);
     let (plan, _) = plan_now(snap, templates, now, settings);
-    let planned = verdict(&plan, &s.id);
+    let planned = verdict(&plan, &s.id, settings.instantiation());
     let req = Requirements::of(
         def,
         s.region.as_deref().or(settings.default_region.as_deref()),

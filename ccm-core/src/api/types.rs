@@ -312,7 +312,8 @@ pub struct LandscapeBucket {
     pub start: Timestamp,
     /// Interval end (exclusive).
     pub end: Timestamp,
-    /// Sessions whose slot overlaps the interval.
+    /// Sessions holding (or due to hold) capacity during the interval: from the start of
+    /// their lab's instantiation (slot start − instantiation time) to the slot end.
     pub sessions: u32,
     /// Their summed needs (a peak bound for the interval).
     pub demand: Load,

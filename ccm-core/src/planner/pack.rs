@@ -717,7 +717,7 @@ fn explain(ctx: &mut Ctx<'_>, s: &Ss<'_>) -> Unserved {
                         let ready = ctx.now + i64::from(tpl.startup_minutes) * 60;
                         (s.a < ready).then(|| {
                             format!(
-                                "boots in {} min: ready {} after the slot start",
+                                "boots in {} min: ready {} after the session needs its worker",
                                 tpl.startup_minutes,
                                 ts(ready)
                             )
