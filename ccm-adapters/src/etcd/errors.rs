@@ -35,6 +35,10 @@ pub(crate) fn map_status(s: &Status, lease: Option<LeaseId>) -> StoreError {
             return StoreError::LeaseNotFound(id);
         }
     }
+    if msg.contains("too many operations in txn request") {
+        // etcd's --max-txn-ops; the server does not say the number.
+        return StoreError::TooManyOperations { limit: None };
+    }
     if msg.contains("authentication failed") {
         return StoreError::Backend(format!("etcd: {msg} (check ETCD_USERNAME / ETCD_PASSWORD)"));
     }
@@ -78,6 +82,12 @@ mod tests {
     fn a_refused_request_is_a_backend_error() {
         let e = map_status(
             &Status::invalid_argument("etcdserver: too many operations in txn request"),
+            None,
+        );
+        assert_eq!(e, StoreError::TooManyOperations { limit: None });
+        assert!(!is_transient(&e));
+        let e = map_status(
+            &Status::invalid_argument("etcdserver: duplicate key given in txn request"),
             None,
         );
         assert!(matches!(e, StoreError::Backend(_)), "{e:?}");
