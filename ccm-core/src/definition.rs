@@ -73,7 +73,7 @@ pub struct LabletDefinition {
     pub name: String,
     /// Semver version.
     pub version: semver::Version,
-    /// Where the lab YAML lives (e.g. `s3://lablet-artifacts/definitions/x/1.0.0/cml.yaml`).
+    /// Where the lab YAML lives: its key in the artifact store (e.g. `definitions/x/1.0.0/cml.yaml`).
     #[serde(default)]
     pub lab_artifact_uri: String,
     /// SHA-256 (hex) of the lab YAML.
