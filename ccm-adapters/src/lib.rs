@@ -10,7 +10,8 @@
 //! | `cloudevents` | [`cloudevents`]: EventSink | `cloudevents-sdk` |
 //! | `cml` | [`cml`]: LabRuntime | `reqwest` |
 //!
-//! Adapters translate; they hold no scheduling logic.
+//! Adapters translate and take typed config; they hold no scheduling logic and read no
+//! environment (`ccm-bin`'s settings are the one place that does).
 #![deny(missing_docs)]
 
 #[cfg(feature = "cloudevents")]
@@ -23,19 +24,3 @@ pub mod etcd;
 pub mod mongo;
 #[cfg(feature = "s3")]
 pub mod s3;
-
-/// Helpers of the adapters' unit tests.
-#[cfg(test)]
-pub(crate) mod test_env {
-    use std::collections::HashMap;
-
-    /// An environment lookup over fixed pairs (what `from_lookup` constructors read).
-    #[allow(dead_code)] // used by the etcd and cloudevents features only
-    pub(crate) fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let m: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| m.get(k).cloned()
-    }
-}

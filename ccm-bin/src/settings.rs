@@ -618,6 +618,9 @@ mod tests {
         assert_eq!(s.cloudevents_source, "ccm");
         assert_eq!(s.mongodb_uri, None);
         assert_eq!(s.mongodb_database, "ccm");
+        // One default for the database, whoever connects.
+        #[cfg(feature = "all-adapters")]
+        assert_eq!(s.mongodb_database, ccm_adapters::mongo::DEFAULT_DATABASE);
         assert_eq!(s.http_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.backend, Backend::Embedded);
     }

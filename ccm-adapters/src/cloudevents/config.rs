@@ -1,5 +1,7 @@
-//! Configuration of the CloudEvents HTTP sink, from code or from the environment.
+//! Configuration of the CloudEvents HTTP sink (filled by the caller; the adapter reads no
+//! environment).
 
+use ccm_core::redact::redact_url;
 use std::time::Duration;
 
 /// How an event is put on the wire (CloudEvents HTTP binding).
@@ -74,8 +76,8 @@ fn random_unit() -> f64 {
     bits as f64 / (1u64 << 53) as f64
 }
 
-/// Everything the sink needs.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the sink needs. Its `Debug` redacts the sink URL's credentials.
+#[derive(Clone, PartialEq)]
 pub struct CloudEventsConfig {
     /// Where events are POSTed (`CLOUDEVENTS_SINK_URL`).
     pub sink_url: String,
@@ -98,6 +100,21 @@ pub struct CloudEventsConfig {
     pub retry_for: Duration,
 }
 
+impl std::fmt::Debug for CloudEventsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CloudEventsConfig")
+            .field("sink_url", &redact_url(&self.sink_url))
+            .field("source", &self.source)
+            .field("mode", &self.mode)
+            .field("queue_capacity", &self.queue_capacity)
+            .field("lanes", &self.lanes)
+            .field("request_timeout", &self.request_timeout)
+            .field("backoff", &self.backoff)
+            .field("retry_for", &self.retry_for)
+            .finish()
+    }
+}
+
 impl CloudEventsConfig {
     /// Defaults for everything but the URL.
     pub fn new(sink_url: impl Into<String>) -> Self {
@@ -113,57 +130,15 @@ impl CloudEventsConfig {
         }
     }
 
-    /// Reads the process environment; `Ok(None)` when `CLOUDEVENTS_SINK_URL` is unset or empty
-    /// (then events are only logged and audited).
-    pub fn from_env() -> Result<Option<Self>, ConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Like [`CloudEventsConfig::from_env`] with any variable lookup.
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let Some(url) = get("CLOUDEVENTS_SINK_URL") else {
-            return Ok(None);
-        };
-        let mut c = CloudEventsConfig::new(url.trim());
-        if let Some(s) = get("CLOUDEVENTS_SOURCE") {
-            c.source = s;
-        }
-        if let Some(m) = get("CLOUDEVENTS_MODE") {
-            c.mode = m.parse()?;
-        }
-        let number = |name: &'static str, v: String| {
-            v.trim().parse::<u64>().map_err(|_| ConfigError::Invalid {
-                name,
-                value: v,
-                expected: "a whole number",
-            })
-        };
-        if let Some(v) = get("CLOUDEVENTS_QUEUE_CAPACITY") {
-            c.queue_capacity = number("CLOUDEVENTS_QUEUE_CAPACITY", v)? as usize;
-        }
-        if let Some(v) = get("CLOUDEVENTS_LANES") {
-            c.lanes = number("CLOUDEVENTS_LANES", v)? as usize;
-        }
-        if let Some(v) = get("CLOUDEVENTS_TIMEOUT_MS") {
-            c.request_timeout = Duration::from_millis(number("CLOUDEVENTS_TIMEOUT_MS", v)?);
-        }
-        if let Some(v) = get("CLOUDEVENTS_RETRY_FOR_SECONDS") {
-            c.retry_for = Duration::from_secs(number("CLOUDEVENTS_RETRY_FOR_SECONDS", v)?);
-        }
-        c.validate()?;
-        Ok(Some(c))
-    }
-
     /// Checks the values: an http(s) URL, a non-empty source, positive sizes and timeout.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let url = reqwest::Url::parse(&self.sink_url).map_err(|e| ConfigError::Url {
-            url: self.sink_url.clone(),
+            url: redact_url(&self.sink_url),
             reason: e.to_string(),
         })?;
         if !matches!(url.scheme(), "http" | "https") {
             return Err(ConfigError::Url {
-                url: self.sink_url.clone(),
+                url: redact_url(&self.sink_url),
                 reason: format!("scheme {:?} is not http or https", url.scheme()),
             });
         }
@@ -207,7 +182,7 @@ pub enum ConfigError {
     /// The sink URL does not parse or is not http(s).
     #[error("CLOUDEVENTS_SINK_URL {url:?} is not a usable URL: {reason}")]
     Url {
-        /// The URL given.
+        /// The URL given, with its credentials and secret query parameters redacted.
         url: String,
         /// Why.
         reason: String,
@@ -227,55 +202,42 @@ pub enum ConfigError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_env::lookup;
 
     #[test]
-    fn env_unset_means_no_sink_and_values_are_read() {
-        assert_eq!(CloudEventsConfig::from_lookup(lookup(&[])), Ok(None));
+    fn defaults_validate_and_bad_values_are_named() {
+        let c = CloudEventsConfig::new("http://127.0.0.1:18080/");
+        c.validate().unwrap();
         assert_eq!(
-            CloudEventsConfig::from_lookup(lookup(&[("CLOUDEVENTS_SINK_URL", " ")])),
-            Ok(None)
+            (c.source.as_str(), c.mode, c.lanes),
+            ("ccm", ContentMode::Binary, 4)
         );
-        let c = CloudEventsConfig::from_lookup(lookup(&[
-            ("CLOUDEVENTS_SINK_URL", "http://127.0.0.1:18080/"),
-            ("CLOUDEVENTS_SOURCE", "ccm-eu"),
-            ("CLOUDEVENTS_MODE", "Structured"),
-            ("CLOUDEVENTS_QUEUE_CAPACITY", "10"),
-            ("CLOUDEVENTS_TIMEOUT_MS", "250"),
-        ]))
-        .unwrap()
-        .unwrap();
-        assert_eq!(c.source, "ccm-eu");
-        assert_eq!(c.mode, ContentMode::Structured);
-        assert_eq!(c.queue_capacity, 10);
-        assert_eq!(c.request_timeout, Duration::from_millis(250));
-        assert_eq!(c.lanes, 4);
+        let e = CloudEventsConfig::new("ftp://x/").validate().unwrap_err();
+        assert!(e.to_string().contains("ftp"), "{e}");
+        let e = "batch".parse::<ContentMode>().unwrap_err();
+        assert!(e.to_string().contains("binary or structured"), "{e}");
+        assert_eq!(
+            "Structured".parse::<ContentMode>(),
+            Ok(ContentMode::Structured)
+        );
+        let mut c = CloudEventsConfig::new("http://x/");
+        c.lanes = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("CLOUDEVENTS_LANES"), "{e}");
+        let mut c = CloudEventsConfig::new("http://x/");
+        c.queue_capacity = 0;
+        let e = c.validate().unwrap_err();
+        assert!(e.to_string().contains("CLOUDEVENTS_QUEUE_CAPACITY"), "{e}");
     }
 
     #[test]
-    fn bad_values_are_named() {
-        let e = CloudEventsConfig::from_lookup(lookup(&[
-            ("CLOUDEVENTS_SINK_URL", "http://x/"),
-            ("CLOUDEVENTS_QUEUE_CAPACITY", "lots"),
-        ]))
-        .unwrap_err();
-        assert!(e.to_string().contains("CLOUDEVENTS_QUEUE_CAPACITY"), "{e}");
-        assert!(e.to_string().contains("lots"), "{e}");
-        let e = CloudEventsConfig::from_lookup(lookup(&[("CLOUDEVENTS_SINK_URL", "ftp://x/")]))
-            .unwrap_err();
-        assert!(e.to_string().contains("ftp"), "{e}");
-        let e = CloudEventsConfig::from_lookup(lookup(&[
-            ("CLOUDEVENTS_SINK_URL", "http://x/"),
-            ("CLOUDEVENTS_MODE", "batch"),
-        ]))
-        .unwrap_err();
-        assert!(e.to_string().contains("binary or structured"), "{e}");
-        let e = CloudEventsConfig::from_lookup(lookup(&[
-            ("CLOUDEVENTS_SINK_URL", "http://x/"),
-            ("CLOUDEVENTS_LANES", "0"),
-        ]))
-        .unwrap_err();
-        assert!(e.to_string().contains("CLOUDEVENTS_LANES"), "{e}");
+    fn credentials_of_the_sink_url_stay_out_of_debug_and_errors() {
+        let c = CloudEventsConfig::new("http://user:hunter2@sink:8080/events?token=tok-s3cret");
+        let d = format!("{c:?}");
+        assert!(!d.contains("hunter2") && !d.contains("tok-s3cret"), "{d}");
+        assert!(d.contains("sink:8080"), "{d}");
+        let bad = CloudEventsConfig::new("ftp://user:hunter2@sink/?token=tok-s3cret");
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(!e.contains("hunter2") && !e.contains("tok-s3cret"), "{e}");
     }
 
     #[test]

@@ -75,7 +75,10 @@ pub struct CloudEventsSink {
 impl std::fmt::Debug for CloudEventsSink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CloudEventsSink")
-            .field("sink_url", &self.config.sink_url)
+            .field(
+                "sink_url",
+                &ccm_core::redact::redact_url(&self.config.sink_url),
+            )
             .field("mode", &self.config.mode)
             .field("stats", &self.stats())
             .finish()
@@ -124,14 +127,6 @@ impl CloudEventsSink {
             lanes: Mutex::new(Some(senders)),
             tasks: Mutex::new(tasks),
         })
-    }
-
-    /// The sink configured by the environment (see [`CloudEventsConfig::from_env`]), or `None`
-    /// when `CLOUDEVENTS_SINK_URL` is not set.
-    pub fn from_env() -> Result<Option<Self>, CloudEventsError> {
-        CloudEventsConfig::from_env()?
-            .map(CloudEventsSink::new)
-            .transpose()
     }
 
     /// The configuration in use.

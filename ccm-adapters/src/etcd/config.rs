@@ -111,67 +111,6 @@ impl EtcdConfig {
         self
     }
 
-    /// Reads the settings from the environment (see [`Self::from_lookup`]).
-    pub fn from_env() -> Result<Self, EtcdConfigError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
-    }
-
-    /// Reads the settings through `get` (a variable name to its value):
-    /// `CCM_ETCD_ENDPOINTS` (comma-separated URLs) or else `ETCD_HOST` (default `localhost`)
-    /// and `ETCD_PORT` (default 2379); `ETCD_USERNAME`/`ETCD_PASSWORD` (both or neither);
-    /// `ETCD_CA_CERT`; `ETCD_CERT_CERT` (client certificate) and `ETCD_CERT_KEY` (client key),
-    /// both or neither; `CCM_ETCD_PREFIX` (default `/ccm`). With a CA certificate the
-    /// scheme defaults to `https`.
-    ///
-    /// ```
-    /// use ccm_adapters::etcd::EtcdConfig;
-    /// let env = |k: &str| match k {
-    ///     "ETCD_HOST" => Some("etcd".to_string()),
-    ///     "ETCD_PORT" => Some("x".to_string()),
-    ///     _ => None,
-    /// };
-    /// let err = EtcdConfig::from_lookup(env).unwrap_err();
-    /// assert!(err.to_string().starts_with("ETCD_PORT"), "{err}");
-    /// ```
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, EtcdConfigError> {
-        let non_empty = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let ca_cert = non_empty("ETCD_CA_CERT").map(PathBuf::from);
-        let scheme = if ca_cert.is_some() { "https" } else { "http" };
-        let endpoints: Vec<String> = match non_empty("CCM_ETCD_ENDPOINTS") {
-            Some(list) => list
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            None => {
-                let host = non_empty("ETCD_HOST").unwrap_or_else(|| "localhost".to_string());
-                let port = match non_empty("ETCD_PORT") {
-                    None => 2379,
-                    Some(p) => p
-                        .trim()
-                        .parse::<u16>()
-                        .map_err(|_| EtcdConfigError::Invalid {
-                            name: "ETCD_PORT".into(),
-                            message: format!("expected a TCP port number (1-65535), got {p:?}"),
-                        })?,
-                };
-                vec![format!("{scheme}://{}:{port}", host.trim())]
-            }
-        };
-        let mut c = EtcdConfig::new(endpoints);
-        c.username = non_empty("ETCD_USERNAME");
-        c.password = non_empty("ETCD_PASSWORD");
-        c.ca_cert = ca_cert;
-        c.client_cert = non_empty("ETCD_CERT_CERT").map(PathBuf::from);
-        c.client_key = non_empty("ETCD_CERT_KEY").map(PathBuf::from);
-        if let Some(p) = non_empty("CCM_ETCD_PREFIX") {
-            c.prefix = p;
-        }
-        c.validate()?;
-        Ok(c)
-    }
-
     /// Checks the settings for consistency (names the field at fault).
     pub fn validate(&self) -> Result<(), EtcdConfigError> {
         let invalid = |name: &str, message: String| {
@@ -235,44 +174,36 @@ pub(crate) fn read_pem(name: &str, path: &std::path::Path) -> Result<Vec<u8>, Et
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_env::lookup;
 
     #[test]
-    fn defaults_to_localhost() {
-        let c = EtcdConfig::from_lookup(lookup(&[])).unwrap();
-        assert_eq!(c.endpoints, vec!["http://localhost:2379"]);
+    fn https_endpoints_mean_tls() {
+        let c = EtcdConfig::new(["http://a:1", "http://b:2"]);
+        c.validate().unwrap();
         assert!(!c.uses_tls());
-    }
-
-    #[test]
-    fn endpoints_list_overrides_host_and_tls_switches_scheme() {
-        let c = EtcdConfig::from_lookup(lookup(&[
-            ("CCM_ETCD_ENDPOINTS", "http://a:1, http://b:2"),
-            ("ETCD_HOST", "ignored"),
-        ]))
-        .unwrap();
-        assert_eq!(c.endpoints, vec!["http://a:1", "http://b:2"]);
-        let c = EtcdConfig::from_lookup(lookup(&[("ETCD_HOST", "e"), ("ETCD_CA_CERT", "/ca.pem")]))
-            .unwrap();
-        assert_eq!(c.endpoints, vec!["https://e:2379"]);
+        assert!(EtcdConfig::new(["https://e:2379"]).uses_tls());
+        let mut c = EtcdConfig::new(["http://e:2379"]);
+        c.ca_cert = Some("/ca.pem".into());
         assert!(c.uses_tls());
     }
 
     #[test]
     fn half_configured_auth_and_mtls_are_named() {
-        let e = EtcdConfig::from_lookup(lookup(&[("ETCD_USERNAME", "u")])).unwrap_err();
+        let mut c = EtcdConfig::new(["http://e:2379"]);
+        c.username = Some("u".into());
+        let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("ETCD_PASSWORD"), "{e}");
-        let e = EtcdConfig::from_lookup(lookup(&[("ETCD_CERT_CERT", "/c.pem")])).unwrap_err();
+        let mut c = EtcdConfig::new(["http://e:2379"]);
+        c.client_cert = Some("/c.pem".into());
+        let e = c.validate().unwrap_err();
         assert!(e.to_string().contains("ETCD_CERT_KEY"), "{e}");
     }
 
     #[test]
     fn debug_redacts_password() {
-        let c = EtcdConfig::from_lookup(lookup(&[
-            ("ETCD_USERNAME", "u"),
-            ("ETCD_PASSWORD", "s3cret"),
-        ]))
-        .unwrap();
+        let mut c = EtcdConfig::new(["http://e:2379"]);
+        c.username = Some("u".into());
+        c.password = Some("s3cret".into());
+        c.validate().unwrap();
         let d = format!("{c:?}");
         assert!(!d.contains("s3cret"), "{d}");
         assert!(d.contains("<redacted>"));

@@ -25,10 +25,10 @@
 //! that goes away is skipped. TLS (CA, client certificate and key) and user/password auth
 //! come from [`EtcdConfig`]. With auth, the token etcd issues is sent as the `token`
 //! metadata of every call; when etcd rejects it (it forgets its tokens when it restarts)
-//! the call authenticates again and is retried once. [`EtcdConfig::from_env`] fills the
-//! settings from `ETCD_HOST`/`ETCD_PORT` (or `CCM_ETCD_ENDPOINTS`),
-//! `ETCD_USERNAME`, `ETCD_PASSWORD`, `ETCD_CA_CERT`, `ETCD_CERT_CERT` (client certificate)
-//! and `ETCD_CERT_KEY` (client key). Connection failures surface as
+//! the call authenticates again and is retried once. The adapter reads no environment:
+//! `ccm-bin`'s settings fill [`EtcdConfig`] from `ETCD_HOST`/`ETCD_PORT` (or
+//! `CCM_ETCD_ENDPOINTS`), `ETCD_USERNAME`, `ETCD_PASSWORD`, `ETCD_CA_CERT`, `ETCD_CERT_CERT`
+//! (client certificate) and `ETCD_CERT_KEY` (client key). Connection failures surface as
 //! [`ccm_core::store::StoreError::Unavailable`]; reads are retried briefly, writes are not
 //! (the caller re-reads and retries its guarded transaction). [`check`] is a one-call
 //! connectivity check (`ccm validate-prereqs`).

@@ -7,7 +7,7 @@
 //! use ccm_core::store::SpecStore;
 //! let store = MongoSpecStore::connect(
 //!     "mongodb://ccm:secret@db1:27017/?authSource=admin",
-//!     "lablet_resource_manager",
+//!     "ccm",
 //!     MongoOptions::default().with_audit_retention_days(365)?,
 //! )
 //! .await?;
@@ -19,8 +19,9 @@
 //!
 //! # Configuration
 //!
-//! * `MONGODB_URI` — connection string ([`MongoSpecStore::connect_from_env`]).
-//! * `MONGODB_DATABASE` — database name (default [`DEFAULT_DATABASE`]).
+//! * The connection string and the database name are given to [`MongoSpecStore::connect`]
+//!   (`ccm-bin` reads them from `MONGODB_URI` and `MONGODB_DATABASE`, default
+//!   [`DEFAULT_DATABASE`]; the adapter reads no environment).
 //! * Audit retention: [`MongoOptions::audit_retention_days`], 90 to 365 days, default 180;
 //!   anything outside is rejected with an error naming the value and the range.
 //!
@@ -123,8 +124,8 @@ pub const DEFINITIONS: &str = "lablet_definitions";
 pub const TEMPLATES: &str = "worker_templates";
 /// Collection of audit events.
 pub const AUDIT_EVENTS: &str = "audit_events";
-/// Database used when `MONGODB_DATABASE` is not set.
-pub const DEFAULT_DATABASE: &str = "lablet_resource_manager";
+/// Database used when `MONGODB_DATABASE` is not set (the same default as `ccm-bin`'s settings).
+pub const DEFAULT_DATABASE: &str = "ccm";
 /// Shortest audit retention accepted.
 pub const MIN_AUDIT_RETENTION_DAYS: u32 = 90;
 /// Longest audit retention accepted.
@@ -295,19 +296,6 @@ impl MongoSpecStore {
             "connected MongoDB spec store"
         );
         Ok(store)
-    }
-
-    /// [`connect`](Self::connect) with `MONGODB_URI` (required) and `MONGODB_DATABASE`
-    /// (default [`DEFAULT_DATABASE`]).
-    pub async fn connect_from_env(options: MongoOptions) -> Result<Self, SpecError> {
-        let uri = std::env::var("MONGODB_URI").map_err(|_| {
-            SpecError::Backend(
-                "MONGODB_URI is not set: give a connection string such as mongodb://host:27017"
-                    .into(),
-            )
-        })?;
-        let db = std::env::var("MONGODB_DATABASE").unwrap_or_else(|_| DEFAULT_DATABASE.into());
-        Self::connect(&uri, &db, options).await
     }
 
     /// The database in use.

@@ -1,11 +1,10 @@
 //! S3 adapter: [`S3ArtifactStore`], an [`ArtifactStore`] on any S3-compatible server (AWS S3,
 //! MinIO, moto).
 //!
-//! * **Configuration** from `ARTIFACT_STORAGE_ENDPOINT`, `_ACCESS_KEY`, `_SECRET_KEY`,
-//!   `_BUCKET` (default `lablet-artifacts`), `_REGION` (default `us-east-1`), `_USE_SSL`
-//!   (default `false`), `_SSE` (`AES256` or `aws:kms`) and `_SSE_KMS_KEY_ID`
-//!   ([`S3Config::from_env`]). Path-style addressing always. The secret key never appears in
-//!   `Debug` output or logs ([`Secret`]).
+//! * **Configuration**: an [`S3Config`] filled by the caller (`ccm-bin` maps
+//!   `ARTIFACT_STORAGE_ENDPOINT`, `_ACCESS_KEY`, `_SECRET_KEY`, `_BUCKET`, `_REGION`, `_USE_SSL`
+//!   onto it; the adapter reads no environment), checked by [`S3Config::validate`]. Path-style
+//!   addressing always. The secret key never appears in `Debug` output or logs ([`Secret`]).
 //! * **Bucket**: created when missing; versioning is turned on where the server supports it
 //!   (a server that refuses is logged and the store reports one version per key).
 //! * **Key layout**: lab YAML lives at [`ccm_core::store::artifact::definition_key`]:
@@ -127,53 +126,28 @@ impl S3Config {
         }
     }
 
-    /// Reads `ARTIFACT_STORAGE_*` through `get` (e.g. `|k| std::env::var(k).ok()`).
-    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ArtifactError> {
-        let need = |k: &str| {
-            get(k)
-                .filter(|v| !v.is_empty())
-                .ok_or_else(|| ArtifactError::Backend(format!("{k} is not set")))
-        };
-        let mut cfg = S3Config::new(
-            &need("ARTIFACT_STORAGE_ENDPOINT")?,
-            &need("ARTIFACT_STORAGE_ACCESS_KEY")?,
-            &need("ARTIFACT_STORAGE_SECRET_KEY")?,
-        );
-        if let Some(b) = get("ARTIFACT_STORAGE_BUCKET").filter(|v| !v.is_empty()) {
-            cfg.bucket = b;
+    /// Checks the settings: a part size S3 accepts, and TLS asked for (`use_ssl`) never
+    /// silently dropped by an explicit `http://` endpoint.
+    pub fn validate(&self) -> Result<(), ArtifactError> {
+        if self.part_size < MIN_PART_SIZE {
+            return Err(ArtifactError::Backend(format!(
+                "part size {} is below the S3 minimum {MIN_PART_SIZE}",
+                self.part_size
+            )));
         }
-        if let Some(r) = get("ARTIFACT_STORAGE_REGION").filter(|v| !v.is_empty()) {
-            cfg.region = r;
+        if self.use_ssl
+            && self
+                .endpoint
+                .trim()
+                .to_ascii_lowercase()
+                .starts_with("http://")
+        {
+            return Err(ArtifactError::Backend(format!(
+                "ARTIFACT_STORAGE_USE_SSL is true but the endpoint {} is plain http://: use https:// or turn use_ssl off",
+                ccm_core::redact::redact_url(&self.endpoint)
+            )));
         }
-        if let Some(s) = get("ARTIFACT_STORAGE_USE_SSL") {
-            cfg.use_ssl = match s.trim().to_ascii_lowercase().as_str() {
-                "1" | "true" | "yes" | "on" => true,
-                "" | "0" | "false" | "no" | "off" => false,
-                other => {
-                    return Err(ArtifactError::Backend(format!(
-                        "ARTIFACT_STORAGE_USE_SSL={other:?}: expected true or false"
-                    )))
-                }
-            };
-        }
-        cfg.sse = match get("ARTIFACT_STORAGE_SSE").unwrap_or_default().trim() {
-            "" | "none" => None,
-            "AES256" | "aes256" | "sse-s3" => Some(Sse::S3),
-            "aws:kms" | "sse-kms" => Some(Sse::Kms {
-                key_id: need("ARTIFACT_STORAGE_SSE_KMS_KEY_ID")?,
-            }),
-            other => {
-                return Err(ArtifactError::Backend(format!(
-                    "ARTIFACT_STORAGE_SSE={other:?}: expected AES256 or aws:kms"
-                )))
-            }
-        };
-        Ok(cfg)
-    }
-
-    /// Reads `ARTIFACT_STORAGE_*` from the environment.
-    pub fn from_env() -> Result<Self, ArtifactError> {
-        Self::from_lookup(|k| std::env::var(k).ok())
+        Ok(())
     }
 
     /// The endpoint URL with its scheme.
@@ -264,12 +238,7 @@ fn precondition_error(key: &str, condition: &WriteCondition, f: &Failure) -> Art
 impl S3ArtifactStore {
     /// Connects, creates the bucket when missing and turns versioning on where supported.
     pub async fn connect(cfg: S3Config) -> Result<Self, ArtifactError> {
-        if cfg.part_size < MIN_PART_SIZE {
-            return Err(ArtifactError::Backend(format!(
-                "part size {} is below the S3 minimum {MIN_PART_SIZE}",
-                cfg.part_size
-            )));
-        }
+        cfg.validate()?;
         let creds = Credentials::new(
             cfg.access_key.clone(),
             cfg.secret_key.expose().to_string(),
@@ -709,59 +678,36 @@ impl ArtifactStore for S3ArtifactStore {
 mod tests {
     use super::*;
 
-    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
-
     #[test]
-    fn config_from_env_and_secret_hidden() {
-        let cfg = S3Config::from_lookup(env(&[
-            ("ARTIFACT_STORAGE_ENDPOINT", "minio:9000"),
-            ("ARTIFACT_STORAGE_ACCESS_KEY", "ak"),
-            ("ARTIFACT_STORAGE_SECRET_KEY", "super-secret-value"),
-            ("ARTIFACT_STORAGE_USE_SSL", "true"),
-            ("ARTIFACT_STORAGE_SSE", "aws:kms"),
-            ("ARTIFACT_STORAGE_SSE_KMS_KEY_ID", "key-1"),
-        ]))
-        .unwrap();
+    fn scheme_from_use_ssl_and_secret_hidden() {
+        let mut cfg = S3Config::new("minio:9000", "ak", "super-secret-value");
+        assert_eq!(cfg.endpoint_url(), "http://minio:9000");
+        cfg.use_ssl = true;
         assert_eq!(cfg.endpoint_url(), "https://minio:9000");
+        cfg.validate().unwrap();
         assert_eq!(cfg.bucket, DEFAULT_BUCKET);
-        assert_eq!(
-            cfg.sse,
-            Some(Sse::Kms {
-                key_id: "key-1".into()
-            })
-        );
         let shown = format!("{cfg:?} {}", cfg.secret_key);
         assert!(!shown.contains("super-secret-value"), "{shown}");
     }
 
     #[test]
-    fn config_errors_name_the_variable() {
-        let e = S3Config::from_lookup(env(&[("ARTIFACT_STORAGE_ENDPOINT", "x")])).unwrap_err();
-        assert!(e.to_string().contains("ARTIFACT_STORAGE_ACCESS_KEY"), "{e}");
-        let e = S3Config::from_lookup(env(&[
-            ("ARTIFACT_STORAGE_ENDPOINT", "x"),
-            ("ARTIFACT_STORAGE_ACCESS_KEY", "a"),
-            ("ARTIFACT_STORAGE_SECRET_KEY", "s"),
-            ("ARTIFACT_STORAGE_USE_SSL", "maybe"),
-        ]))
-        .unwrap_err();
-        assert!(e.to_string().contains("ARTIFACT_STORAGE_USE_SSL"), "{e}");
-        let e = S3Config::from_lookup(env(&[
-            ("ARTIFACT_STORAGE_ENDPOINT", "x"),
-            ("ARTIFACT_STORAGE_ACCESS_KEY", "a"),
-            ("ARTIFACT_STORAGE_SECRET_KEY", "s"),
-            ("ARTIFACT_STORAGE_SSE", "aws:kms"),
-        ]))
-        .unwrap_err();
+    fn use_ssl_with_a_plain_http_endpoint_is_refused_not_ignored() {
+        let mut cfg = S3Config::new("http://minio:9000", "ak", "sk");
+        cfg.validate().unwrap();
+        cfg.use_ssl = true;
+        let e = cfg.validate().unwrap_err().to_string();
         assert!(
-            e.to_string().contains("ARTIFACT_STORAGE_SSE_KMS_KEY_ID"),
+            e.contains("ARTIFACT_STORAGE_USE_SSL") && e.contains("http://minio:9000"),
             "{e}"
         );
+        cfg.endpoint = "https://minio:9000".into();
+        cfg.validate().unwrap();
+        let mut cfg = S3Config::new("minio:9000", "ak", "sk");
+        cfg.part_size = 1024;
+        assert!(cfg
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("part size"));
     }
 }
