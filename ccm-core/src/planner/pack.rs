@@ -1024,12 +1024,16 @@ fn build_plan(
             }
         })
         .collect();
-    let lb = cost::lower_bound(
-        now,
-        &demands,
-        &prices,
-        i64::from(ctx.policy.lead_minutes) * 60,
-    );
+    // Before a session, a worker that was not up is billed at least its boot, not the
+    // whole launch lead: a restarted stopped worker may come up just in time.
+    let boot = ctx
+        .templates
+        .iter()
+        .map(|t| t.startup_minutes)
+        .min()
+        .unwrap_or(0)
+        .min(ctx.policy.lead_minutes);
+    let lb = cost::lower_bound(now, &demands, &prices, i64::from(boot) * 60);
     let cost = cost::report(&workers, used, lb);
     Plan {
         now: ts(now),
