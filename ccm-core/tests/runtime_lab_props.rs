@@ -23,7 +23,9 @@ use ccm_core::store::artifact::sha256_hex;
 use ccm_core::store::elector::StoreElector;
 use ccm_core::store::{ArtifactStore, LabCall, LabState, SpecStore, StateStore, WriteCondition};
 use ccm_core::timeslot::{Timeslot, Timestamp};
+use ccm_core::worker::WorkerState;
 use chrono::Duration;
+use proptest::prelude::*;
 use runtime_common::*;
 use std::sync::Arc;
 
@@ -350,4 +352,332 @@ async fn wiped_labs_beyond_the_keep_limit_are_deleted() {
     assert_eq!(deleted, 2);
     assert_eq!(lw.labs.labs_on("w1").len(), 1, "one kept for reuse");
     assert_eq!(rt.metrics().lab_deletes_total, 2);
+}
+
+/// Steps `rt` until `cond` holds for session `id` (at most `max` steps).
+async fn step_until(
+    lw: &LabWorld,
+    rt: &Runtime,
+    id: &str,
+    max: usize,
+    cond: impl Fn(&LabletSession) -> bool,
+) -> LabletSession {
+    for _ in 0..max {
+        rt.step().await.unwrap();
+        settle().await;
+        let s = lw.w.session(id).await;
+        if cond(&s) {
+            return s;
+        }
+        lw.w.clock.advance(Duration::minutes(1));
+    }
+    panic!("{id} never got there: {:?}", lw.w.session(id).await);
+}
+
+#[tokio::test]
+async fn a_standby_adopts_the_lab_a_dead_leader_imported_without_recording_it() {
+    let lw = LabWorld::new(LabTimings::realistic()).await;
+    lw.w.add_worker("w1").await;
+    lw.w.add_session("s1", None).await;
+    // The import happens on CML but its answer never reaches the leader.
+    lw.labs.lose_next_answers(LabCall::Import, 1);
+    let a = lw.runtime(LabWorld::settings("a"));
+    let b = lw.runtime(LabWorld::settings("b"));
+    step_until(&lw, &a, "s1", 10, |s| {
+        s.state == SessionState::Instantiating
+    })
+    .await;
+    a.step().await.unwrap();
+    settle().await;
+    assert_eq!(
+        a.lab_loop().unwrap().imports_in_flight(),
+        1,
+        "import running"
+    );
+    // 90 s later the lab exists on CML; then the leader crashes (no resign).
+    lw.w.clock.advance(Duration::seconds(91));
+    settle().await;
+    assert_eq!(lw.labs.imports(), 1);
+    assert_eq!(lw.labs.labs_on("w1").len(), 1);
+    let before = lw.w.session("s1").await;
+    assert!(
+        before.lab.as_ref().unwrap().lab_id.is_none(),
+        "the lab id never got recorded"
+    );
+    drop(a);
+    // The standby takes over once the lease ran out and finishes the instantiation.
+    let s = step_until(&lw, &b, "s1", 30, |s| s.state == SessionState::Ready).await;
+    assert!(b.leadership().lab);
+    assert_eq!(lw.labs.calls(LabCall::Import), 1, "no second import");
+    assert_eq!(lw.labs.imports(), 1);
+    assert_eq!(lw.labs.labs_on("w1").len(), 1);
+    let p = s.lab.unwrap();
+    assert_eq!(
+        p.lab_id.as_deref(),
+        Some(lw.labs.labs_on("w1")[0].id.0.as_str())
+    );
+    assert_eq!(b.metrics().lab_adoptions_total, 1);
+    check_history(&lw.w.session("s1").await).unwrap();
+}
+
+#[tokio::test]
+async fn a_standby_resumes_a_booting_lab_without_importing_again() {
+    let lw = LabWorld::new(LabTimings::realistic()).await;
+    lw.w.add_worker("w1").await;
+    lw.w.add_session("s1", None).await;
+    let a = lw.runtime(LabWorld::settings("a"));
+    let b = lw.runtime(LabWorld::settings("b"));
+    // The leader imported and started the lab, then dies while the nodes boot.
+    let s = step_until(&lw, &a, "s1", 20, |s| {
+        s.lab.as_ref().is_some_and(|p| p.step == LabStep::Boot)
+    })
+    .await;
+    assert_eq!(s.state, SessionState::Instantiating);
+    assert_eq!(lw.labs.labs_on("w1")[0].state, LabState::Started, "booting");
+    a.resign().await;
+    drop(a);
+    let s = step_until(&lw, &b, "s1", 30, |s| s.state == SessionState::Running).await;
+    assert_eq!(lw.labs.calls(LabCall::Import), 1);
+    assert_eq!(lw.labs.imports(), 1);
+    assert_eq!(
+        lw.labs.calls(LabCall::Start),
+        1,
+        "started once, by the dead leader"
+    );
+    check_history(&s).unwrap();
+}
+
+#[tokio::test]
+async fn a_launched_worker_is_running_only_once_its_cml_answers() {
+    let lw = LabWorld::new(LabTimings::realistic()).await;
+    lw.w.add_session("s1", None).await;
+    let rt = lw.runtime(RuntimeSettings {
+        leader_ttl: std::time::Duration::from_secs(300),
+        ..World::settings("a")
+    });
+    let mut wid = None;
+    for _ in 0..5 {
+        lw.step(&rt).await;
+        if let Some(w) = lw.w.workers().await.first() {
+            wid = Some(w.id.clone());
+            break;
+        }
+    }
+    let wid = wid.expect("a worker was launched for the ASAP session");
+    lw.labs.set_down(&wid, true);
+    // Well past the template's boot time the cloud says running; CML still does not answer.
+    for _ in 0..40 {
+        lw.step(&rt).await;
+    }
+    assert_eq!(
+        lw.w.provider.instances().get(&wid),
+        Some(&WorkerState::Running)
+    );
+    let w = lw.w.worker(&wid).await.unwrap();
+    assert_eq!(
+        w.state,
+        WorkerState::Starting,
+        "not RUNNING while CML is down"
+    );
+    assert_eq!(lw.w.session("s1").await.state, SessionState::Pending);
+    lw.labs.set_down(&wid, false);
+    for _ in 0..2 {
+        lw.step(&rt).await;
+    }
+    assert_eq!(lw.w.worker(&wid).await.unwrap().state, WorkerState::Running);
+    assert_ne!(lw.w.session("s1").await.state, SessionState::Pending);
+}
+
+/// Failures injected into the simulated CML controllers (each: the next n calls of a kind).
+#[derive(Debug, Clone)]
+struct Faults {
+    import_fail: u32,
+    import_lost: u32,
+    tags_fail: u32,
+    start_fail: u32,
+    start_refused: u32,
+    stop_fail: u32,
+    wipe_fail: u32,
+}
+
+fn faults() -> impl Strategy<Value = Faults> {
+    (
+        0u32..4,
+        0u32..2,
+        0u32..2,
+        0u32..4,
+        0u32..2,
+        0u32..4,
+        0u32..3,
+    )
+        .prop_map(
+            |(
+                import_fail,
+                import_lost,
+                tags_fail,
+                start_fail,
+                start_refused,
+                stop_fail,
+                wipe_fail,
+            )| {
+                Faults {
+                    import_fail,
+                    import_lost,
+                    tags_fail,
+                    start_fail,
+                    start_refused,
+                    stop_fail,
+                    wipe_fail,
+                }
+            },
+        )
+}
+
+/// A booking: slot start in minutes from t0 (`None` = ASAP) and its length.
+fn bookings() -> impl Strategy<Value = Vec<(Option<i64>, i64)>> {
+    prop::collection::vec((prop::option::weighted(0.8, 0i64..150), 20i64..60), 1..7)
+}
+
+async fn day(workers: usize, books: Vec<(Option<i64>, i64)>, f: Faults) -> Result<(), String> {
+    let lw = LabWorld::new(LabTimings::realistic()).await;
+    for i in 0..workers {
+        lw.w.add_worker(&format!("w{i}")).await;
+    }
+    for (i, (start, len)) in books.iter().enumerate() {
+        let id = format!("s{i}");
+        match start {
+            Some(m) => {
+                lw.add_slot(&id, t0() + Duration::minutes(*m), *len).await;
+            }
+            None => {
+                lw.w.add_session(&id, None).await;
+            }
+        }
+    }
+    let l = &lw.labs;
+    l.fail_next(LabCall::Import, f.import_fail);
+    l.lose_next_answers(LabCall::Import, f.import_lost);
+    l.fail_next(LabCall::SetNodeTags, f.tags_fail);
+    l.fail_next(LabCall::Start, f.start_fail);
+    l.refuse_next(LabCall::Start, f.start_refused);
+    l.fail_next(LabCall::Stop, f.stop_fail);
+    l.fail_next(LabCall::Wipe, f.wipe_fail);
+    let rt = lw.runtime(RuntimeSettings {
+        lab_max_attempts: 3,
+        ..LabWorld::settings("a")
+    });
+    let finished = |s: &LabletSession| match s.state {
+        SessionState::Archived => true,
+        SessionState::Terminated => s.lab.as_ref().is_none_or(|p| !p.holds_lab()),
+        SessionState::Expired => s.worker_id.is_none(),
+        _ => false,
+    };
+    let mut done = false;
+    for _ in 0..400 {
+        lw.step(&rt).await;
+        check_release(&lw.w).await?;
+        if lw.w.sessions().await.iter().all(finished) {
+            done = true;
+            break;
+        }
+    }
+    let sessions = lw.w.sessions().await;
+    if !done {
+        return Err(format!(
+            "not every session ended: {:?}",
+            sessions
+                .iter()
+                .filter(|s| !finished(s))
+                .map(|s| (&s.id, s.state, &s.lab))
+                .collect::<Vec<_>>()
+        ));
+    }
+    let mut instantiated = 0u64;
+    for s in &sessions {
+        check_history(s)?;
+        let got_worker = s
+            .state_history
+            .iter()
+            .any(|c| c.to == SessionState::Scheduled);
+        if got_worker && !ended(s.state) {
+            return Err(format!("{} got a worker and ended {}", s.id, s.state));
+        }
+        if matches!(s.state, SessionState::Expired | SessionState::Terminated) {
+            let why = s.state_history.last().map_or("", |c| c.reason.as_str());
+            if why.is_empty() {
+                return Err(format!("{} is {} without a reason", s.id, s.state));
+            }
+        }
+        if s.state_history
+            .iter()
+            .any(|c| c.to == SessionState::Instantiating)
+        {
+            instantiated += 1;
+        }
+    }
+    if lw.labs.imports() > instantiated {
+        return Err(format!(
+            "{} imports for {instantiated} instantiated sessions",
+            lw.labs.imports()
+        ));
+    }
+    // Every lab left on a worker is wiped (kept for reuse) unless its session gave it up.
+    for i in 0..workers {
+        for lab in lw.labs.labs_on(&format!("w{i}")) {
+            let abandoned = sessions.iter().any(|s| {
+                s.lab.as_ref().is_some_and(|p| {
+                    p.step == LabStep::Abandoned && p.lab_id.as_deref() == Some(lab.id.0.as_str())
+                })
+            });
+            if lab.state != LabState::DefinedOnCore && !abandoned {
+                return Err(format!("lab {} left {:?}", lab.id, lab.state));
+            }
+        }
+    }
+    // Reuse: with no failures and one worker, sessions that never overlapped share labs.
+    let m = rt.metrics();
+    if m.lab_imports_total + m.lab_reuses_total + m.lab_adoptions_total < instantiated
+        && m.lab_retries_total == 0
+    {
+        return Err(format!("labs acquired {m:?} < {instantiated} instantiated"));
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 12, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_session_ends_released_with_its_history_in_the_table(
+        workers in 1usize..3,
+        books in bookings(),
+        f in faults(),
+    ) {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let r = rt.block_on(day(workers, books, f));
+        prop_assert!(r.is_ok(), "{}", r.unwrap_err());
+    }
+}
+
+/// One worker, sessions one after another, no failures: every lab after the first is reused.
+#[tokio::test]
+async fn back_to_back_sessions_import_once() {
+    let lw = LabWorld::new(LabTimings::realistic()).await;
+    lw.w.add_worker("w1").await;
+    for i in 0..4 {
+        lw.add_slot(&format!("s{i}"), t0() + Duration::minutes(40 + i * 60), 30)
+            .await;
+    }
+    let rt = lw.runtime(LabWorld::settings("a"));
+    for _ in 0..300 {
+        lw.step(&rt).await;
+    }
+    assert!(lw
+        .w
+        .sessions()
+        .await
+        .iter()
+        .all(|s| s.state == SessionState::Archived));
+    assert_eq!(lw.labs.imports(), 1);
+    assert_eq!(rt.metrics().lab_reuses_total, 3);
 }
