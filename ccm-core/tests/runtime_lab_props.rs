@@ -234,8 +234,13 @@ async fn a_booked_session_runs_through_every_state_and_releases_at_stopping() {
         }
     }
     use SessionState as S;
+    let s = lw.w.session("s1").await;
+    let visited: Vec<SessionState> = std::iter::once(S::Pending)
+        .chain(s.state_history.iter().map(|c| c.to))
+        .collect();
+    assert_eq!(seen.first(), Some(&S::Pending));
     assert_eq!(
-        seen,
+        visited,
         [
             S::Pending,
             S::Scheduled,
@@ -406,7 +411,10 @@ async fn a_standby_adopts_the_lab_a_dead_leader_imported_without_recording_it() 
     );
     drop(a);
     // The standby takes over once the lease ran out and finishes the instantiation.
-    let s = step_until(&lw, &b, "s1", 30, |s| s.state == SessionState::Ready).await;
+    let s = step_until(&lw, &b, "s1", 30, |s| {
+        matches!(s.state, SessionState::Ready | SessionState::Running)
+    })
+    .await;
     assert!(b.leadership().lab);
     assert_eq!(lw.labs.calls(LabCall::Import), 1, "no second import");
     assert_eq!(lw.labs.imports(), 1);

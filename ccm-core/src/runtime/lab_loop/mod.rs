@@ -351,6 +351,15 @@ impl LabLoop {
             revision: snap.revision,
             ..LabReport::default()
         };
+        // Imports that finished since the last pass record their result first.
+        for _ in 0..8 {
+            if self.in_flight().tasks.values().all(|t| t.is_finished()) {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        self.in_flight().tasks.retain(|_, t| !t.is_finished());
+        let no_claims = BTreeSet::new();
         let busy: BTreeSet<String> = self.in_flight().tasks.keys().cloned().collect();
         // Labs held by sessions, per worker.
         let mut claimed: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
@@ -414,7 +423,6 @@ impl LabLoop {
                 (true, Some(ep), Some(l)) => Some(sh.labs.lab(ep, &LabId(l.clone())).await),
                 _ => None,
             };
-            let no_claims = BTreeSet::new();
             let mut others = wid
                 .as_ref()
                 .and_then(|w| claimed.get(w))
@@ -432,39 +440,71 @@ impl LabLoop {
                 .definitions
                 .get(&s.definition_id)
                 .map_or(0, |d| d.max_duration_minutes);
-            let action = decide(s, worker, known, max, now, settings);
-            if let LabAction::Reuse { lab_id } = &action {
-                if let Some(w) = &wid {
-                    claimed.entry(w.clone()).or_default().insert(lab_id.clone());
-                }
-            }
-            tracing::debug!(session = %s.id, state = %s.state, ?action, "lab loop");
-            let own_lab = s.lab.as_ref().and_then(|p| p.lab_id.clone());
-            let kind = action.clone();
-            let committed = self
-                .apply(
-                    fence,
-                    &snap,
-                    &mut workers,
-                    e,
-                    action,
-                    endpoint,
-                    own,
-                    now,
-                    &mut report,
-                )
-                .await?;
-            // What the rest of the pass sees: a released lab is spare, a deleted one is gone.
-            if let (Some(w), Some(l)) = (&wid, own_lab) {
-                match kind {
-                    LabAction::Released if committed => {
-                        claimed.entry(w.clone()).or_default().remove(&l);
+            let mut action = decide(s, worker, known, max, now, settings);
+            let mut e = e;
+            let mut own = own;
+            // A step that needs no new answer from CML follows at once (READY → RUNNING when
+            // the slot started, STOPPED → ARCHIVED, INSTANTIATING → acquire, ...).
+            for _ in 0..4 {
+                if let LabAction::Reuse { lab_id } = &action {
+                    if let Some(w) = &wid {
+                        claimed.entry(w.clone()).or_default().insert(lab_id.clone());
                     }
-                    LabAction::DeleteLab => {
-                        claimed.entry(w.clone()).or_default().insert(l);
-                    }
-                    _ => {}
                 }
+                tracing::debug!(session = %e.session.id, state = %e.session.state, ?action, "lab loop");
+                let own_lab = e.session.lab.as_ref().and_then(|p| p.lab_id.clone());
+                let kind = action.clone();
+                let written = self
+                    .apply(
+                        fence,
+                        &snap,
+                        &mut workers,
+                        e,
+                        action,
+                        endpoint.clone(),
+                        own.take(),
+                        now,
+                        &mut report,
+                    )
+                    .await?;
+                // What the rest of the pass sees: a released lab is spare, a deleted one gone.
+                if let (Some(w), Some(l)) = (&wid, own_lab) {
+                    match kind {
+                        LabAction::Released if written.is_some() => {
+                            claimed.entry(w.clone()).or_default().remove(&l);
+                        }
+                        LabAction::DeleteLab => {
+                            claimed.entry(w.clone()).or_default().insert(l);
+                        }
+                        _ => {}
+                    }
+                }
+                let chains = matches!(
+                    kind,
+                    LabAction::Instantiate
+                        | LabAction::Ready
+                        | LabAction::Released
+                        | LabAction::Expire { .. }
+                        | LabAction::Archive
+                );
+                let Some((session, rev)) = written.filter(|_| chains) else {
+                    break;
+                };
+                let mut others = wid
+                    .as_ref()
+                    .and_then(|w| claimed.get(w))
+                    .unwrap_or(&no_claims)
+                    .clone();
+                if let Some(l) = session.lab.as_ref().and_then(|p| p.lab_id.as_ref()) {
+                    others.remove(l);
+                }
+                let known = LabsKnown {
+                    labs: wid.as_ref().and_then(|w| listings.get(w)),
+                    own: None,
+                    claimed: &others,
+                };
+                action = decide(&session, worker, known, max, now, settings);
+                e = Entry { session, rev };
             }
         }
         // Let imports that need no time finish within the pass.
@@ -478,7 +518,7 @@ impl LabLoop {
         Ok(report)
     }
 
-    /// Carries out `action` for one session; true when its record was written.
+    /// Carries out `action` for one session; the record as written, when it was.
     #[allow(clippy::too_many_arguments)]
     async fn apply(
         &self,
@@ -491,7 +531,7 @@ impl LabLoop {
         own: Option<Result<LabDetails, LabError>>,
         now: Timestamp,
         report: &mut LabReport,
-    ) -> Result<bool, RuntimeError> {
+    ) -> Result<Option<(LabletSession, Revision)>, RuntimeError> {
         let sh = &self.shared;
         let ctx = &sh.ctx;
         let settings = &ctx.settings;
@@ -503,7 +543,7 @@ impl LabLoop {
         let mut reused = false;
         let mut transition: Option<(SessionState, String)> = None;
         match action {
-            LabAction::Nothing | LabAction::Wait { .. } => return Ok(false),
+            LabAction::Nothing | LabAction::Wait { .. } => return Ok(None),
             LabAction::Instantiate => {
                 let wid = s.worker_id.clone().unwrap_or_default();
                 next.lab = None;
@@ -515,7 +555,7 @@ impl LabLoop {
             }
             LabAction::Import => {
                 let Some(ep) = endpoint else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 // The title is in the record before the import starts (a crash after the
                 // import is then found by title, never imported twice).
@@ -525,13 +565,13 @@ impl LabLoop {
                         Commit::Done(_) => {}
                         _ => {
                             report.conflicts += 1;
-                            return Ok(false);
+                            return Ok(None);
                         }
                     }
                 }
                 self.spawn_import(fence, next, ep);
                 report.imports.push(s.id.clone());
-                return Ok(true);
+                return Ok(None);
             }
             LabAction::Adopt { lab_id } => {
                 let p = progress(&mut next);
@@ -550,7 +590,7 @@ impl LabLoop {
             }
             LabAction::Prepare => {
                 let (Some(ep), Some(lab), Some(Ok(d))) = (endpoint, lab_id, own) else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 match self.prepare(&s, &ep, &lab, &d).await {
                     Ok(()) => advance(&mut next, LabStep::Boot),
@@ -566,7 +606,12 @@ impl LabLoop {
                 transition = Some((SessionState::Ready, "every node booted".into()));
             }
             LabAction::Run => {
-                transition = Some((SessionState::Running, "slot started".into()));
+                let why = if s.timeslot.is_some() {
+                    "slot started"
+                } else {
+                    "lab ready (as soon as possible)"
+                };
+                transition = Some((SessionState::Running, why.into()));
             }
             LabAction::Expire { reason } => {
                 transition = Some((SessionState::Expired, reason));
@@ -578,7 +623,7 @@ impl LabLoop {
             }
             LabAction::StopLab | LabAction::WipeLab | LabAction::DeleteLab => {
                 let (Some(ep), Some(lab)) = (endpoint, lab_id) else {
-                    return Ok(false);
+                    return Ok(None);
                 };
                 let r = match action {
                     LabAction::StopLab => sh.labs.stop(&ep, &lab).await,
@@ -598,7 +643,7 @@ impl LabLoop {
                         // CML took the order; the next pass sees the lab's new state. Only a
                         // record with failures to forget is written.
                         if next.lab.as_ref().is_none_or(|p| p.attempts == 0) {
-                            return Ok(false);
+                            return Ok(None);
                         }
                         advance(&mut next, LabStep::Teardown);
                     }
@@ -709,14 +754,14 @@ impl LabLoop {
                     report.transitions.push((s.id.clone(), to));
                     ctx.emit(CcmEvent::session(&next), now).await;
                 }
-                Ok(true)
+                Ok(Some((next, r)))
             }
             Commit::Conflict { .. } | Commit::TooLarge => {
                 report.conflicts += 1;
                 if reused {
                     report.reused.retain(|(id, _)| *id != s.id);
                 }
-                Ok(false)
+                Ok(None)
             }
         }
     }
