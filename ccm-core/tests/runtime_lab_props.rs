@@ -276,6 +276,11 @@ async fn a_booked_session_runs_through_every_state_and_releases_at_stopping() {
     assert!(!p.reused);
     let m = rt.metrics();
     assert_eq!(m.lab_imports_total, 1);
+    assert_eq!(
+        m.lab_adoptions_total, 0,
+        "its own import was recorded, not adopted"
+    );
+    assert_eq!(m.conflicts_total, 0);
     let inst = m.lab_phase_seconds.get("instantiation").unwrap();
     assert_eq!(inst.count, 1);
     assert!(

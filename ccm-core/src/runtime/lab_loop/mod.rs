@@ -346,11 +346,6 @@ impl LabLoop {
         let sh = &self.shared;
         let ctx = &sh.ctx;
         let settings = &ctx.settings;
-        let snap = snapshot::load(ctx).await?;
-        let mut report = LabReport {
-            revision: snap.revision,
-            ..LabReport::default()
-        };
         // Imports that finished since the last pass record their result first.
         for _ in 0..8 {
             if self.in_flight().tasks.values().all(|t| t.is_finished()) {
@@ -358,6 +353,11 @@ impl LabLoop {
             }
             tokio::task::yield_now().await;
         }
+        let snap = snapshot::load(ctx).await?;
+        let mut report = LabReport {
+            revision: snap.revision,
+            ..LabReport::default()
+        };
         self.in_flight().tasks.retain(|_, t| !t.is_finished());
         let no_claims = BTreeSet::new();
         let busy: BTreeSet<String> = self.in_flight().tasks.keys().cloned().collect();
