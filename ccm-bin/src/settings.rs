@@ -194,6 +194,30 @@ pub struct ControllerSettings {
     pub plan_horizon_hours: u32,
 }
 
+/// Lab loop settings (ccm's addition).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LabletSettings {
+    /// `LABLET_LAB_LOOP_ENABLED` (default true; the loop runs when the daemon has a CML client).
+    pub enabled: bool,
+    /// `LABLET_RECONCILE_INTERVAL_SECONDS` (default 10).
+    pub reconcile_interval: Duration,
+    /// `LABLET_INSTANTIATION_LEAD_MINUTES` (default 15; part of the lead time): a lab is
+    /// instantiated this long before its slot starts.
+    pub instantiation_minutes: u32,
+    /// `LABLET_RETRY_BACKOFF_SECONDS` (default 10): first back-off after a failed lab step.
+    pub retry_backoff_seconds: u32,
+    /// `LABLET_RETRY_BACKOFF_MAX_SECONDS` (default 300): longest back-off.
+    pub retry_backoff_max_seconds: u32,
+    /// `LABLET_MAX_ATTEMPTS` (default 5): failed attempts of a lab step before giving up.
+    pub max_attempts: u32,
+    /// `LABLET_BOOT_TIMEOUT_MINUTES` (default 30): longest instantiation.
+    pub boot_timeout_minutes: u32,
+    /// `LABLET_KEEP_WIPED_LABS_PER_WORKER` (default 4): wiped labs kept per worker for reuse.
+    pub keep_wiped_labs_per_worker: u32,
+    /// `LABLET_CML_URL_TEMPLATE` (default `https://{worker}`): a worker's CML base URL.
+    pub cml_url_template: String,
+}
+
 /// Every setting of ccm.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -205,6 +229,8 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     /// Controller loop.
     pub controller: ControllerSettings,
+    /// Lab loop.
+    pub lablet: LabletSettings,
     /// `WORKER_TEMPLATES_CONFIG_PATH` (default `config/worker-templates.yaml`).
     pub worker_templates_path: PathBuf,
     /// `CLOUDEVENTS_SINK_URL` (none: events are not sent anywhere).
@@ -254,6 +280,15 @@ const VARIABLES: &[&str] = &[
     "CONTROLLER_MIN_WARM_WORKERS",
     "CONTROLLER_COOLDOWN_MINUTES",
     "CONTROLLER_PLAN_HORIZON_HOURS",
+    "LABLET_LAB_LOOP_ENABLED",
+    "LABLET_RECONCILE_INTERVAL_SECONDS",
+    "LABLET_INSTANTIATION_LEAD_MINUTES",
+    "LABLET_RETRY_BACKOFF_SECONDS",
+    "LABLET_RETRY_BACKOFF_MAX_SECONDS",
+    "LABLET_MAX_ATTEMPTS",
+    "LABLET_BOOT_TIMEOUT_MINUTES",
+    "LABLET_KEEP_WIPED_LABS_PER_WORKER",
+    "LABLET_CML_URL_TEMPLATE",
     "WORKER_TEMPLATES_CONFIG_PATH",
     "CLOUDEVENTS_SINK_URL",
     "CLOUDEVENTS_SOURCE",
@@ -474,6 +509,19 @@ impl Settings {
             cooldown_minutes: r.natural("CONTROLLER_COOLDOWN_MINUTES", 10)?,
             plan_horizon_hours: r.positive("CONTROLLER_PLAN_HORIZON_HOURS", 24)?,
         };
+        let lablet = LabletSettings {
+            enabled: r.boolean("LABLET_LAB_LOOP_ENABLED", true)?,
+            reconcile_interval: Duration::from_secs(
+                r.positive("LABLET_RECONCILE_INTERVAL_SECONDS", 10)?.into(),
+            ),
+            instantiation_minutes: r.natural("LABLET_INSTANTIATION_LEAD_MINUTES", 15)?,
+            retry_backoff_seconds: r.positive("LABLET_RETRY_BACKOFF_SECONDS", 10)?,
+            retry_backoff_max_seconds: r.positive("LABLET_RETRY_BACKOFF_MAX_SECONDS", 300)?,
+            max_attempts: r.positive("LABLET_MAX_ATTEMPTS", 5)?,
+            boot_timeout_minutes: r.positive("LABLET_BOOT_TIMEOUT_MINUTES", 30)?,
+            keep_wiped_labs_per_worker: r.natural("LABLET_KEEP_WIPED_LABS_PER_WORKER", 4)?,
+            cml_url_template: r.string("LABLET_CML_URL_TEMPLATE", "https://{worker}"),
+        };
         let mongodb_uri = match r.raw("MONGODB_URI") {
             None => None,
             Some(v) if v.starts_with("mongodb://") || v.starts_with("mongodb+srv://") => {
@@ -506,6 +554,7 @@ impl Settings {
             artifacts,
             scheduler,
             controller,
+            lablet,
             worker_templates_path: PathBuf::from(r.string(
                 "WORKER_TEMPLATES_CONFIG_PATH",
                 "config/worker-templates.yaml",
@@ -601,6 +650,10 @@ mod tests {
         assert!(s.controller.enabled);
         assert_eq!(s.controller.reconcile_interval, Duration::from_secs(30));
         assert_eq!(s.controller.scale_down_grace_minutes, 30);
+        assert_eq!(s.lablet.instantiation_minutes, 15);
+        assert_eq!(s.lablet.max_attempts, 5);
+        assert_eq!(s.lablet.keep_wiped_labs_per_worker, 4);
+        assert_eq!(s.lablet.cml_url_template, "https://{worker}");
         assert_eq!(s.controller.scaling, ScalingMode::Planner);
         assert_eq!(
             (

@@ -94,6 +94,13 @@ fn demo_serves_every_session_of_the_small_scenario_and_reports_cost() {
     assert!(
         cost >= bound * 0.999,
         "the loops cannot beat the lower bound: {out}"
+    ); // The lab loop drove every session's lab: a lab per session, each timed.
+    let labs = lab_report(&out);
+    assert_eq!(labs.imported + labs.reused, total, "{out}");
+    assert_eq!(labs.timed, total, "{out}");
+    assert!(
+        out.contains("  labs    "),
+        "no lab lines in the story:\n{out}"
     );
 }
 
@@ -487,4 +494,53 @@ fn exam_day_demo_serves_every_session_on_time_without_false_warnings() {
     let cost = number_after(&out, "cost:");
     let plan = number_after(&out, "on the same input: ");
     assert!(cost <= plan * 1.10, "loops ${cost} vs plan ${plan}\n{out}");
+    // The real lab loop played every session: one lab acquired per session (imported or
+    // reused), some reused, each ready within the 15 minutes of instantiation.
+    let labs = lab_report(&out);
+    assert_eq!(labs.imported + labs.reused, 2000, "{out}");
+    assert!(labs.reused > 0 && labs.rate_percent > 0.0, "{out}");
+    let expected_rate = labs.reused as f64 * 100.0 / 2000.0;
+    assert!((labs.rate_percent - expected_rate).abs() < 0.1, "{out}");
+    assert_eq!(labs.retried, 0, "no failures injected: {out}");
+    assert!(
+        labs.median_seconds > 0 && labs.median_seconds <= 15 * 60,
+        "median instantiation {} s: {out}",
+        labs.median_seconds
+    );
+    assert_eq!(labs.timed, 2000, "{out}");
+}
+
+/// The lab lines of the demo report.
+struct LabLines {
+    imported: u64,
+    reused: u64,
+    rate_percent: f64,
+    retried: u64,
+    median_seconds: u64,
+    timed: u64,
+}
+
+fn lab_report(out: &str) -> LabLines {
+    let labs = out
+        .lines()
+        .find(|l| l.trim_start().starts_with("labs:"))
+        .unwrap_or_else(|| panic!("no labs line in\n{out}"));
+    let median = out
+        .lines()
+        .find(|l| l.contains("median instantiation time:"))
+        .unwrap_or_else(|| panic!("no median instantiation line in\n{out}"));
+    let (m, rest) = median
+        .split("median instantiation time: ")
+        .nth(1)
+        .and_then(|t| t.split_once('m'))
+        .unwrap_or_else(|| panic!("{median}"));
+    let secs: u64 = rest.split('s').next().unwrap_or_default().parse().unwrap();
+    LabLines {
+        imported: number_after(labs, "labs:") as u64,
+        reused: number_after(labs, "imported, ") as u64,
+        rate_percent: number_after(labs, "lab reuse rate: "),
+        retried: number_after(labs, "keep limit; ") as u64,
+        median_seconds: m.trim().parse::<u64>().unwrap() * 60 + secs,
+        timed: number_after(median, "READY, ") as u64,
+    }
 }

@@ -165,6 +165,82 @@ pub struct LabletSession {
     /// Times it went back to PENDING.
     #[serde(default)]
     pub retry_count: u32,
+    /// The lab loop's progress on this session's lab (kept in the record so every step is
+    /// idempotent and resumes after a crash or a failover).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab: Option<LabProgress>,
+}
+
+/// Where the lab loop stands with a session's lab on its worker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LabStep {
+    /// Finding a lab: adopt one imported under the session's title, reuse a wiped lab of the
+    /// same definition, or import.
+    Acquire,
+    /// A lab is known: sync its port tags and start it.
+    Prepare,
+    /// Started: waiting until every node has booted.
+    Boot,
+    /// In use by the owner.
+    InUse,
+    /// Ending: stop, wipe (kept for reuse) or delete.
+    Teardown,
+    /// Stopped and wiped (or deleted): the lab is no longer this session's.
+    Released,
+    /// Given up after the retries: the lab (if any) is left as it is.
+    Abandoned,
+}
+
+/// The lab loop's progress on one session's lab.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LabProgress {
+    /// The worker the lab is on.
+    pub worker_id: String,
+    /// The title the lab is (or is being) imported under: `ccm <session id> <definition id>`
+    /// (how a lab imported just before a crash is found again).
+    pub title: String,
+    /// CML's lab id, once imported or claimed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lab_id: Option<String>,
+    /// The lab was a wiped lab of the same definition, reused instead of imported.
+    #[serde(default)]
+    pub reused: bool,
+    /// The current step.
+    pub step: LabStep,
+    /// Failed attempts of the current step.
+    #[serde(default)]
+    pub attempts: u32,
+    /// No new attempt before this (back-off after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<Timestamp>,
+    /// The last failure, for people.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub last_error: String,
+    /// The lab was deleted at the end (beyond the per-worker keep limit).
+    #[serde(default)]
+    pub deleted: bool,
+}
+
+impl LabProgress {
+    /// The title of a session's lab.
+    pub fn title_for(session_id: &str, definition_id: &str) -> String {
+        format!("ccm {session_id} {definition_id}")
+    }
+
+    /// The definition id in a title made by [`LabProgress::title_for`].
+    pub fn definition_of_title(title: &str) -> Option<&str> {
+        let mut parts = title.splitn(3, ' ');
+        match (parts.next(), parts.next(), parts.next()) {
+            (Some("ccm"), Some(_), Some(def)) if !def.is_empty() => Some(def),
+            _ => None,
+        }
+    }
+
+    /// Whether this progress still holds its lab (a lab id, not yet released or abandoned).
+    pub fn holds_lab(&self) -> bool {
+        self.lab_id.is_some() && !matches!(self.step, LabStep::Released | LabStep::Abandoned)
+    }
 }
 
 impl LabletSession {
@@ -192,6 +268,7 @@ impl LabletSession {
             created_at: now,
             updated_at: now,
             retry_count: 0,
+            lab: None,
         }
     }
 
@@ -225,6 +302,15 @@ impl LabletSession {
             return self.worker_id.is_some();
         }
         self.state.holds_capacity()
+    }
+
+    /// When the session last entered `state`, from its history.
+    pub fn entered(&self, state: SessionState) -> Option<Timestamp> {
+        self.state_history
+            .iter()
+            .rev()
+            .find(|c| c.to == state)
+            .map(|c| c.at)
     }
 
     /// When the session becomes due for binding (`slot start − lead`; ASAP sessions are always due).

@@ -1,12 +1,19 @@
 //! `ccm demo`: a whole exam day in seconds. The real scheduler and controller loops run on
 //! the in-memory backends and a simulated cloud (holding the scenario's fleet), driven by a
 //! virtual clock through a scenario of `config/scenarios/`; the controller re-plans every pass
-//! (or follows the original's reactive rule with `--scaling reactive`), and a small lab
-//! simulator plays the sessions (they start at their slot and stop at its end). It prints
-//! launches, bindings, drains and stops as they happen, then the report: sessions served,
-//! worker-hours and cost, against the planner's lower bound.
+//! (or follows the original's reactive rule with `--scaling reactive`), and the real lab loop
+//! drives each session's lab on simulated CML controllers ([`SimulatedLabs`], realistic
+//! timings on the virtual clock): instantiated before the slot (a wiped lab of the same
+//! definition reused when the worker has one), RUNNING at slot start, stopped and wiped at its
+//! end. It prints launches, bindings, drains and stops as they happen, then the report:
+//! sessions served, worker-hours and cost against the planner's lower bound, lab reuse and
+//! instantiation time.
 
+use ccm_core::definition::LabletDefinition;
+use ccm_core::labyaml::placeholder_for;
+use ccm_core::memory::artifact::MemoryArtifactStore;
 use ccm_core::memory::events::RecordingSink;
+use ccm_core::memory::lab::{LabTimings, SimulatedLabs};
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::memory::state::MemoryStateStore;
@@ -16,8 +23,9 @@ use ccm_core::runtime::{
     StepReport,
 };
 use ccm_core::session::{LabletSession, SessionState};
+use ccm_core::store::artifact::sha256_hex;
 use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{Clock, Compare, SpecStore, StateStore, Txn, VirtualClock};
+use ccm_core::store::{ArtifactStore, Clock, SpecStore, StateStore, VirtualClock, WriteCondition};
 use ccm_core::timeslot::Timestamp;
 use ccm_core::worker::{Worker, WorkerState};
 use chrono::Duration;
@@ -96,9 +104,28 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
     let store = Arc::new(MemoryStateStore::new(shared_clock.clone()));
     let spec = Arc::new(MemorySpecStore::new());
     spec.seed_templates(&scenario.templates).await?;
+    // Each definition's lab YAML in the artifact store, as a registration would leave it.
+    let artifacts = Arc::new(MemoryArtifactStore::new());
+    let mut definitions = Vec::with_capacity(scenario.definitions.len());
     for d in &scenario.definitions {
-        spec.insert_definition(d).await?;
+        let yaml = lab_yaml(d);
+        let key = format!("demo/{}/lab.yaml", d.id);
+        artifacts
+            .put(
+                &key,
+                bytes::Bytes::from(yaml.clone()),
+                WriteCondition::Always,
+            )
+            .await?;
+        let d = LabletDefinition {
+            lab_artifact_uri: key,
+            lab_yaml_hash: sha256_hex(yaml.as_bytes()),
+            ..d.clone()
+        };
+        spec.insert_definition(&d).await?;
+        definitions.push(d);
     }
+    let labs = SimulatedLabs::new(shared_clock.clone(), LabTimings::realistic());
     let keys = KeyLayout::default();
     // The scenario's fleet exists in the simulated cloud and in the store before the loops run.
     let provider = Arc::new(SimulatedProvider::new(shared_clock.clone()));
@@ -140,7 +167,7 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
     // The reference: one plan made at the start, on the input the controller sees then.
     let planned = plan(
         &plan_input(
-            &StateSnapshot::from_values(0, sessions.clone(), fleet, scenario.definitions.clone()),
+            &StateSnapshot::from_values(0, sessions.clone(), fleet, definitions.clone()),
             &scenario.templates,
             start,
             &settings,
@@ -159,6 +186,8 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         .events(events.clone())
         .clock(shared_clock.clone())
         .provider(provider.clone())
+        .artifacts(artifacts)
+        .labs(Arc::new(labs.clone()))
         .settings(settings)
         .build()?;
 
@@ -192,16 +221,18 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         sessions: sessions.len(),
         ..Tally::default()
     };
-    let mut lab = LabSimulator::new(&sessions);
     loop {
         let now = clock.now();
         let report = runtime.step().await?;
         narrate(&report, now, &mut tally, &say);
-        lab.play(store.as_ref(), &keys, now, &mut tally).await?;
         let workers = list_workers(store.as_ref(), &keys).await?;
         let billed: Vec<&Worker> = workers.iter().filter(|w| w.state.is_billed()).collect();
         tally.peak_workers = tally.peak_workers.max(billed.len());
-        let done = now >= last_end && lab.finished() && billed.is_empty();
+        let settled = list_sessions(store.as_ref(), &keys)
+            .await?
+            .iter()
+            .all(settled);
+        let done = now >= last_end && settled && billed.is_empty();
         if done || now >= hard_end {
             break;
         }
@@ -230,7 +261,24 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         })
         .sum();
     let metrics = runtime.metrics();
-    let unserved = tally.sessions - tally.served.len();
+    let final_sessions = list_sessions(store.as_ref(), &keys).await?;
+    let mut instantiation: Vec<i64> = Vec::new();
+    for s in &final_sessions {
+        if let Some(running) = s.entered(SessionState::Running) {
+            tally.served.insert(s.id.clone());
+            if s.timeslot.is_some_and(|t| running > t.start) {
+                tally.late.insert(s.id.clone());
+            }
+        }
+        if let (Some(a), Some(b)) = (
+            s.entered(SessionState::Instantiating),
+            s.entered(SessionState::Ready),
+        ) {
+            instantiation.push((b - a).num_seconds());
+        }
+    }
+    instantiation.sort_unstable();
+    let unserved = tally.sessions.saturating_sub(tally.served.len());
 
     println!();
     println!(
@@ -290,6 +338,23 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
                 .map_or(0.0, |p| p.duration.as_secs_f64() * 1000.0)
         );
     }
+    let median = instantiation.get(instantiation.len() / 2).map_or_else(
+        || "n/a".to_string(),
+        |s| format!("{}m{:02}s", s / 60, s % 60),
+    );
+    println!(
+        "  labs: {} imported, {} reused (lab reuse rate: {:.1} %), {} deleted beyond the keep limit; {} lab steps retried",
+        metrics.lab_imports_total,
+        metrics.lab_reuses_total,
+        metrics.lab_reuse_rate().unwrap_or(0.0) * 100.0,
+        metrics.lab_deletes_total,
+        metrics.lab_retries_total
+    );
+    println!(
+        "  median instantiation time: {median} (INSTANTIATING → READY, {} labs); simulated CML imports: {}",
+        instantiation.len(),
+        labs.imports()
+    );
     println!("  events published: {}", events.len());
     Ok(unserved == 0)
 }
@@ -366,6 +431,27 @@ fn narrate(report: &StepReport, now: Timestamp, tally: &mut Tally, say: &impl Fn
             ));
         }
     }
+    if let Some(l) = &report.lab {
+        let mut by_state: BTreeMap<SessionState, usize> = BTreeMap::new();
+        for (_, st) in &l.transitions {
+            *by_state.entry(*st).or_default() += 1;
+        }
+        if !by_state.is_empty() || !l.reused.is_empty() {
+            let parts: Vec<String> = by_state
+                .iter()
+                .map(|(st, n)| format!("{n} {}", st.to_string().to_lowercase()))
+                .collect();
+            let reused = if l.reused.is_empty() {
+                String::new()
+            } else {
+                format!(" ({} labs reused)", l.reused.len())
+            };
+            say(format!("{t}  labs    {}{reused}", parts.join(", ")));
+        }
+        for (id, why) in &l.gave_up {
+            say(format!("{t}  GAVE UP {id}: {why}"));
+        }
+    }
 }
 
 async fn list_workers(store: &dyn StateStore, keys: &KeyLayout) -> anyhow::Result<Vec<Worker>> {
@@ -376,128 +462,56 @@ async fn list_workers(store: &dyn StateStore, keys: &KeyLayout) -> anyhow::Resul
         .collect()
 }
 
-/// Plays the lab side: a bound session starts at its slot and stops at its end. Each change is
-/// one guarded write (a concurrent change by the loops wins, and is retried next step).
-struct LabSimulator {
-    /// Sessions to start, by slot start.
-    starts: BTreeMap<Timestamp, Vec<String>>,
-    /// Sessions to stop, by slot end.
-    ends: BTreeMap<Timestamp, Vec<String>>,
-    /// Each session's slot start (a lab started after it is late).
-    slot_start: BTreeMap<String, Timestamp>,
+async fn list_sessions(
+    store: &dyn StateStore,
+    keys: &KeyLayout,
+) -> anyhow::Result<Vec<LabletSession>> {
+    let l = store.list(&keys.sessions()).await?;
+    l.kvs
+        .iter()
+        .map(|kv| Ok(serde_json::from_slice(&kv.value)?))
+        .collect()
 }
 
-impl LabSimulator {
-    fn new(sessions: &[LabletSession]) -> Self {
-        let mut starts: BTreeMap<Timestamp, Vec<String>> = BTreeMap::new();
-        let mut slot_start = BTreeMap::new();
-        for s in sessions {
-            if let Some(slot) = s.timeslot {
-                starts.entry(slot.start).or_default().push(s.id.clone());
-                slot_start.insert(s.id.clone(), slot.start);
-            }
-        }
-        LabSimulator {
-            starts,
-            ends: BTreeMap::new(),
-            slot_start,
-        }
-    }
-
-    fn finished(&self) -> bool {
-        self.starts.is_empty() && self.ends.is_empty()
-    }
-
-    async fn play(
-        &mut self,
-        store: &dyn StateStore,
-        keys: &KeyLayout,
-        now: Timestamp,
-        tally: &mut Tally,
-    ) -> anyhow::Result<()> {
-        let due: Vec<Timestamp> = self.starts.range(..=now).map(|(t, _)| *t).collect();
-        for t in due {
-            let ids = self.starts.remove(&t).unwrap_or_default();
-            let mut later = Vec::new();
-            for id in ids {
-                match self.advance(store, keys, &id, now, true).await? {
-                    Advance::Done(end) => {
-                        if self.slot_start.get(&id).is_some_and(|&start| now > start) {
-                            tally.late.insert(id.clone());
-                        }
-                        tally.served.insert(id.clone());
-                        self.ends.entry(end).or_default().push(id);
-                    }
-                    Advance::NotYet => later.push(id),
-                    Advance::Gone => {}
-                }
-            }
-            if !later.is_empty() {
-                // Not bound yet (or a write raced): look again next step.
-                self.starts.entry(now).or_default().extend(later);
-            }
-        }
-        let due: Vec<Timestamp> = self.ends.range(..=now).map(|(t, _)| *t).collect();
-        for t in due {
-            let ids = self.ends.remove(&t).unwrap_or_default();
-            let mut later = Vec::new();
-            for id in ids {
-                if let Advance::NotYet = self.advance(store, keys, &id, now, false).await? {
-                    later.push(id);
-                }
-            }
-            if !later.is_empty() {
-                self.ends.entry(now).or_default().extend(later);
-            }
-        }
-        Ok(())
-    }
-
-    /// Starts (`start`) or stops a session with one guarded write.
-    async fn advance(
-        &self,
-        store: &dyn StateStore,
-        keys: &KeyLayout,
-        id: &str,
-        now: Timestamp,
-        start: bool,
-    ) -> anyhow::Result<Advance> {
-        let key = keys.session(id);
-        let Some(kv) = store.get(&key).await? else {
-            return Ok(Advance::Gone);
-        };
-        let mut s: LabletSession = serde_json::from_slice(&kv.value)?;
-        let path: &[SessionState] = match (start, s.state) {
-            (true, SessionState::Scheduled) => &[
-                SessionState::Instantiating,
-                SessionState::Ready,
-                SessionState::Running,
-            ],
-            (true, SessionState::Pending) => return Ok(Advance::NotYet),
-            (false, SessionState::Running) => &[SessionState::Stopping, SessionState::Stopped],
-            // Expired, terminated, requeued-and-lost, already stopped: nothing to play.
-            _ => return Ok(Advance::Gone),
-        };
-        for to in path {
-            s.transition(*to, now, "lab simulator (ccm demo)")?;
-        }
-        let txn = Txn::new()
-            .when(Compare::unchanged_since(key.clone(), kv.mod_revision))
-            .put(key, serde_json::to_vec(&s)?);
-        if !store.txn(txn).await?.succeeded {
-            return Ok(Advance::NotYet);
-        }
-        let end = s.timeslot.map_or(now, |t| t.end);
-        Ok(Advance::Done(end))
+/// Nothing left to do for the session: archived, ended with its lab torn down, or expired
+/// unplaced.
+fn settled(s: &LabletSession) -> bool {
+    match s.state {
+        SessionState::Archived => true,
+        SessionState::Terminated => s.lab.as_ref().is_none_or(|p| !p.holds_lab()),
+        SessionState::Expired => s.worker_id.is_none(),
+        _ => false,
     }
 }
 
-/// The outcome of one lab-side change.
-enum Advance {
-    /// Written; for a start, the slot end to stop at.
-    Done(Timestamp),
-    /// Not possible yet; retry next step.
-    NotYet,
-    /// Nothing to do for this session any more.
-    Gone,
+/// A CML topology for `def`: `node_count` nodes, its ports spread over them as
+/// `tcp:${PORT_<NAME>}` tags (filled in per session by the lab loop).
+fn lab_yaml(def: &LabletDefinition) -> String {
+    use std::fmt::Write as _;
+    let n = def.node_count.max(1) as usize;
+    let mut out = format!(
+        "# {} {} (generated by ccm demo)\nlab:\n  title: {}\nnodes:\n",
+        def.name, def.version, def.name
+    );
+    for i in 0..n {
+        let _ = write!(
+            out,
+            "  - id: n{i}\n    label: node{i}\n    node_definition: iosv\n"
+        );
+        let tags: Vec<String> = def
+            .port_template
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| k % n == i)
+            .map(|(_, p)| format!("      - tcp:{}\n", placeholder_for(&p.name)))
+            .collect();
+        if !tags.is_empty() {
+            out.push_str("    tags:\n");
+            for t in tags {
+                out.push_str(&t);
+            }
+        }
+    }
+    out.push_str("links: []\n");
+    out
 }

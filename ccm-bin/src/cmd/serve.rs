@@ -43,6 +43,18 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         min_warm_workers: s.controller.min_warm_workers,
         cooldown: chrono::Duration::minutes(i64::from(s.controller.cooldown_minutes)),
         plan_horizon: chrono::Duration::hours(i64::from(s.controller.plan_horizon_hours)),
+        instantiation_time: chrono::Duration::minutes(i64::from(s.lablet.instantiation_minutes)),
+        lab_enabled: s.lablet.enabled,
+        lab_interval: s.lablet.reconcile_interval,
+        lab_retry_backoff: chrono::Duration::seconds(i64::from(s.lablet.retry_backoff_seconds)),
+        lab_retry_backoff_max: chrono::Duration::seconds(i64::from(
+            s.lablet.retry_backoff_max_seconds,
+        )),
+        lab_max_attempts: s.lablet.max_attempts,
+        lab_boot_timeout: chrono::Duration::minutes(i64::from(s.lablet.boot_timeout_minutes)),
+        lab_keep_per_worker: usize::try_from(s.lablet.keep_wiped_labs_per_worker)
+            .unwrap_or(usize::MAX),
+        lab_url_template: s.lablet.cml_url_template.clone(),
         ..RuntimeSettings::default()
     }
 }

@@ -3,12 +3,15 @@
 
 use super::context::Ctx;
 use super::controller::{Controller, ControllerReport};
+use super::lab_loop::{LabLoop, LabReport};
 use super::leadership::{Campaigner, LeaderHandle};
 use super::metrics::{Metrics, MetricsSnapshot};
 use super::scheduler::{Scheduler, SchedulerReport};
 use super::settings::RuntimeSettings;
-use super::{KeyLayout, RuntimeError, CONTROLLER, SCHEDULER};
-use crate::store::{Clock, EventSink, LeaderElector, SpecStore, StateStore, WorkerProvider};
+use super::{KeyLayout, RuntimeError, CONTROLLER, LAB, SCHEDULER};
+use crate::store::{
+    Clock, EventSink, LabRuntime, LeaderElector, SpecStore, StateStore, WorkerProvider,
+};
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -23,6 +26,7 @@ pub struct RuntimeBuilder {
     clock: Option<Arc<dyn Clock>>,
     provider: Option<Arc<dyn WorkerProvider>>,
     artifacts: Option<Arc<dyn crate::store::ArtifactStore>>,
+    labs: Option<Arc<dyn LabRuntime>>,
     settings: RuntimeSettings,
 }
 
@@ -70,6 +74,12 @@ impl RuntimeBuilder {
         self.artifacts = Some(a);
         self
     }
+    /// The lab side of the workers (their CML): with it the runtime runs the lab loop, and a
+    /// launched worker is RUNNING only once its CML answers.
+    pub fn labs(mut self, l: Arc<dyn LabRuntime>) -> Self {
+        self.labs = Some(l);
+        self
+    }
     /// Intervals, TTL, lead time, grace, prefix, candidate id.
     pub fn settings(mut self, s: RuntimeSettings) -> Self {
         self.settings = s;
@@ -110,6 +120,7 @@ impl RuntimeBuilder {
         ));
         let sh = LeaderHandle::new(SCHEDULER);
         let ch = LeaderHandle::new(CONTROLLER);
+        let lh = LeaderHandle::new(LAB);
         let campaign = |h: &LeaderHandle| {
             Campaigner::new(
                 elector.clone(),
@@ -124,13 +135,20 @@ impl RuntimeBuilder {
             .artifacts
             .unwrap_or_else(|| Arc::new(crate::memory::artifact::MemoryArtifactStore::new()));
         let (failed, _) = watch::channel(None);
+        let lab = self
+            .labs
+            .clone()
+            .filter(|_| s.lab_enabled)
+            .map(|labs| LabLoop::new(ctx.clone(), lh.clone(), labs, artifacts.clone()));
         Ok(Runtime {
             failed,
             lablets: crate::api::Lablets::new(ctx.clone(), artifacts),
             scheduler_campaign: campaign(&sh),
             controller_campaign: campaign(&ch),
+            lab_campaign: lab.as_ref().map(|_| campaign(&lh)),
+            lab,
             scheduler: Scheduler::new(ctx.clone(), sh),
-            controller: Controller::new(ctx.clone(), ch, provider),
+            controller: Controller::new(ctx.clone(), ch, provider, self.labs),
             ctx,
             metrics,
         })
@@ -144,6 +162,8 @@ pub struct LoopLeadership {
     pub scheduler: bool,
     /// Leads the controller.
     pub controller: bool,
+    /// Leads the lab loop (false when the runtime has none).
+    pub lab: bool,
 }
 
 /// What one [`Runtime::step`] did.
@@ -155,6 +175,8 @@ pub struct StepReport {
     pub controller: Option<ControllerReport>,
     /// The scheduler pass, when leading it.
     pub scheduler: Option<SchedulerReport>,
+    /// The lab loop pass, when leading it.
+    pub lab: Option<LabReport>,
 }
 
 /// The scheduler and controller of one process, with their leadership.
@@ -168,6 +190,8 @@ pub struct Runtime {
     controller: Controller,
     scheduler_campaign: Campaigner,
     controller_campaign: Campaigner,
+    lab: Option<LabLoop>,
+    lab_campaign: Option<Campaigner>,
 }
 
 impl std::fmt::Debug for Runtime {
@@ -201,6 +225,11 @@ impl Runtime {
         &self.controller
     }
 
+    /// The lab loop, when the runtime has a [`LabRuntime`] and `lab_enabled` is set.
+    pub fn lab_loop(&self) -> Option<&LabLoop> {
+        self.lab.as_ref()
+    }
+
     /// The key layout.
     pub fn keys(&self) -> &KeyLayout {
         &self.ctx.keys
@@ -221,6 +250,7 @@ impl Runtime {
         LoopLeadership {
             scheduler: self.scheduler.leader().is_leader(),
             controller: self.controller.leader().is_leader(),
+            lab: self.lab.as_ref().is_some_and(|l| l.leader().is_leader()),
         }
     }
 
@@ -231,6 +261,9 @@ impl Runtime {
         }
         if self.ctx.settings.controller_enabled {
             self.controller_campaign.tick().await;
+        }
+        if let Some(c) = &self.lab_campaign {
+            c.tick().await;
         }
         self.leadership()
     }
@@ -258,6 +291,13 @@ impl Runtime {
                 Err(e) => return Err(e),
             }
         }
+        if let (true, Some(lab)) = (leadership.lab, &self.lab) {
+            match lab.reconcile_once(self.ctx.clock.now()).await {
+                Ok(r) => report.lab = Some(r),
+                Err(RuntimeError::NotLeader { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
         report.leadership = self.leadership();
         Ok(report)
     }
@@ -266,6 +306,9 @@ impl Runtime {
     pub async fn resign(&self) {
         self.scheduler_campaign.resign().await;
         self.controller_campaign.resign().await;
+        if let Some(c) = &self.lab_campaign {
+            c.resign().await;
+        }
     }
 
     /// Why a loop of this runtime died, if one did (then nothing leads here any more and the
@@ -322,6 +365,28 @@ impl Runtime {
                 &mut tasks,
                 format!("{CONTROLLER} loop"),
                 Box::pin(async move { b.controller.run(r2).await }),
+            );
+        }
+        if self.lab.is_some() {
+            let (a, b) = (self.clone(), self.clone());
+            let (r1, r2) = (stop.clone(), stop.clone());
+            spawn(
+                &mut tasks,
+                format!("{LAB} campaign"),
+                Box::pin(async move {
+                    if let Some(c) = &a.lab_campaign {
+                        c.run(r1).await;
+                    }
+                }),
+            );
+            spawn(
+                &mut tasks,
+                format!("{LAB} loop"),
+                Box::pin(async move {
+                    if let Some(l) = &b.lab {
+                        l.run(r2).await;
+                    }
+                }),
             );
         }
         let mut shutdown = shutdown;

@@ -47,6 +47,8 @@ pub struct Controller {
     ctx: Arc<Ctx>,
     leader: LeaderHandle,
     provider: Arc<dyn WorkerProvider>,
+    /// The workers' CML: when set, a worker is RUNNING only once its CML answers.
+    labs: Option<Arc<dyn crate::store::LabRuntime>>,
     /// The last plan's assignments (kept where still valid by the next plan).
     previous: Mutex<Vec<PriorAssignment>>,
     /// Sessions the plan could not serve that were already logged (logged once each).
@@ -136,11 +138,13 @@ impl Controller {
         ctx: Arc<Ctx>,
         leader: LeaderHandle,
         provider: Arc<dyn WorkerProvider>,
+        labs: Option<Arc<dyn crate::store::LabRuntime>>,
     ) -> Self {
         Controller {
             ctx,
             leader,
             provider,
+            labs,
             previous: Mutex::new(Vec::new()),
             unserved_logged: Mutex::new(std::collections::BTreeSet::new()),
         }
@@ -175,6 +179,9 @@ impl Controller {
             self.apply_event(fence, &ev, &mut report).await?;
         }
         let mut snap = snapshot::load(&self.ctx).await?;
+        if self.labs.is_some() && self.promote_ready(fence, &snap, now, &mut report).await? {
+            snap = snapshot::load(&self.ctx).await?;
+        }
         if self.requeue_lost(fence, &snap, now, &mut report).await? {
             snap = snapshot::load(&self.ctx).await?;
         }
@@ -293,13 +300,77 @@ impl Controller {
         )))
     }
 
+    /// Whether the worker's CML answers (system information, ready); true without a
+    /// [`crate::store::LabRuntime`].
+    async fn cml_answers(&self, w: &Worker) -> bool {
+        let Some(labs) = &self.labs else { return true };
+        match labs.system_info(&self.ctx.settings.lab_endpoint(w)).await {
+            Ok(info) => info.ready,
+            Err(e) => {
+                tracing::debug!(worker = %w.id, error = %e, "CML not answering yet");
+                false
+            }
+        }
+    }
+
+    /// STARTING workers the cloud reports running whose CML now answers become RUNNING (a
+    /// provider event that came while CML was still booting left them STARTING). Returns
+    /// whether one changed.
+    async fn promote_ready(
+        &self,
+        fence: &Fence,
+        snap: &StateSnapshot,
+        now: Timestamp,
+        report: &mut ControllerReport,
+    ) -> Result<bool, RuntimeError> {
+        let mut changed = false;
+        for w in snap.workers.values() {
+            let w = &w.value;
+            if w.state != WorkerState::Starting {
+                continue;
+            }
+            let Some(pid) = w.provider_id.clone() else {
+                continue;
+            };
+            if !matches!(
+                self.provider.describe(&w.id).await,
+                Ok(Some(WorkerState::Running))
+            ) {
+                continue;
+            }
+            let ev = ProviderEvent {
+                worker_id: w.id.clone(),
+                provider_id: pid,
+                state: WorkerState::Running,
+                at: now,
+            };
+            let before = report.applied.len();
+            self.apply_event(fence, &ev, report).await?;
+            changed |= report.applied.len() > before;
+        }
+        Ok(changed)
+    }
+
     async fn apply_event(
         &self,
         fence: &Fence,
         ev: &ProviderEvent,
         report: &mut ControllerReport,
     ) -> Result<(), RuntimeError> {
-        let target = ev.state;
+        let mut target = ev.state;
+        if target == WorkerState::Running && self.labs.is_some() {
+            // Running for placement only once CML answers (not when the machine is up).
+            let key = self.ctx.keys.worker(&ev.worker_id);
+            if let Some(kv) = self.ctx.state.get(&key).await? {
+                let mut w: Worker = codec::decode(&key, &kv.value)?;
+                if w.state != WorkerState::Running && w.state != WorkerState::Draining {
+                    w.provider_id = Some(ev.provider_id.clone());
+                    if !self.cml_answers(&w).await {
+                        target = WorkerState::Starting;
+                    }
+                }
+            }
+        }
         let res = self
             .update_worker(fence, &ev.worker_id, |w| {
                 let mut changed = false;

@@ -31,6 +31,27 @@ pub struct Metrics {
     unservable: AtomicU64,
     plan: Mutex<Option<super::PlanSummary>>,
     records: Mutex<(BTreeMap<String, u64>, Vec<String>)>,
+    lab_imports: AtomicU64,
+    lab_reuses: AtomicU64,
+    lab_adoptions: AtomicU64,
+    lab_deletes: AtomicU64,
+    lab_retries: AtomicU64,
+    lab_runs: AtomicU64,
+    lab_nanos: AtomicU64,
+    lab_leader: AtomicBool,
+    lab_failures: Mutex<BTreeMap<String, u64>>,
+    lab_phases: Mutex<BTreeMap<String, PhaseDuration>>,
+}
+
+/// Durations of one session phase measured by the lab loop (virtual or real clock seconds).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct PhaseDuration {
+    /// Phases measured.
+    pub count: u64,
+    /// Their total length in seconds.
+    pub sum_seconds: f64,
+    /// The longest, in seconds.
+    pub max_seconds: f64,
 }
 
 /// Most problems kept for `/readyz` (the rest are counted in the metric).
@@ -86,6 +107,35 @@ pub struct MetricsSnapshot {
     pub undecodable_records: BTreeMap<String, u64>,
     /// The problems of the last listing (at most [`MAX_PROBLEMS_KEPT`]), each naming the key.
     pub problems: Vec<String>,
+    /// Labs imported fresh by the lab loop.
+    pub lab_imports_total: u64,
+    /// Wiped labs of the same definition reused instead of an import.
+    pub lab_reuses_total: u64,
+    /// Labs found again by their title after a lost answer or a failover (no second import).
+    pub lab_adoptions_total: u64,
+    /// Wiped labs deleted beyond the per-worker keep limit.
+    pub lab_deletes_total: u64,
+    /// Failed lab steps that were retried after a back-off.
+    pub lab_retries_total: u64,
+    /// Sessions given up by the lab loop (requeued or ended), by the step that failed.
+    pub lab_failures_by_step: BTreeMap<String, u64>,
+    /// Phase durations (`instantiation`: INSTANTIATING → READY, `ready`: READY → RUNNING,
+    /// `running`: RUNNING → STOPPING, `teardown`: STOPPING → STOPPED), by phase.
+    pub lab_phase_seconds: BTreeMap<String, PhaseDuration>,
+    /// Lab loop passes run as leader.
+    pub lab_runs: u64,
+    /// Wall time of the last lab loop pass.
+    pub lab_last_duration: Duration,
+    /// Whether this process leads the lab loop.
+    pub lab_leader: bool,
+}
+
+impl MetricsSnapshot {
+    /// Reused labs over all labs acquired (reused + imported), or `None` before the first.
+    pub fn lab_reuse_rate(&self) -> Option<f64> {
+        let all = self.lab_reuses_total.saturating_add(self.lab_imports_total);
+        (all > 0).then(|| self.lab_reuses_total as f64 / all as f64)
+    }
 }
 
 fn add(c: &AtomicU64, n: u64) {
@@ -165,9 +215,46 @@ impl Metrics {
         g.0.clone_from(undecodable);
         g.1 = problems.iter().take(MAX_PROBLEMS_KEPT).cloned().collect();
     }
+    pub(crate) fn lab_imported(&self) {
+        add(&self.lab_imports, 1);
+    }
+    pub(crate) fn lab_reused(&self) {
+        add(&self.lab_reuses, 1);
+    }
+    pub(crate) fn lab_adopted(&self) {
+        add(&self.lab_adoptions, 1);
+    }
+    pub(crate) fn lab_deleted(&self) {
+        add(&self.lab_deletes, 1);
+    }
+    pub(crate) fn lab_retried(&self) {
+        add(&self.lab_retries, 1);
+    }
+    pub(crate) fn lab_failed(&self, step: &str) {
+        *self
+            .lab_failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(step.to_string())
+            .or_default() += 1;
+    }
+    pub(crate) fn lab_phase(&self, phase: &str, d: chrono::Duration) {
+        let secs = d.num_milliseconds().max(0) as f64 / 1000.0;
+        let mut g = self.lab_phases.lock().unwrap_or_else(|p| p.into_inner());
+        let e = g.entry(phase.to_string()).or_default();
+        e.count = e.count.saturating_add(1);
+        e.sum_seconds += secs;
+        e.max_seconds = e.max_seconds.max(secs);
+    }
+    pub(crate) fn lab_pass(&self, d: Duration) {
+        add(&self.lab_runs, 1);
+        self.lab_nanos.store(nanos(d), Ordering::Relaxed);
+    }
     pub(crate) fn set_leader(&self, election: &str, leading: bool) {
         let flag = if election == super::CONTROLLER {
             &self.controller_leader
+        } else if election == super::LAB {
+            &self.lab_leader
         } else {
             &self.scheduler_leader
         };
@@ -210,6 +297,24 @@ impl Metrics {
             last_plan: self.plan.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             undecodable_records: records.0,
             problems: records.1,
+            lab_imports_total: g(&self.lab_imports),
+            lab_reuses_total: g(&self.lab_reuses),
+            lab_adoptions_total: g(&self.lab_adoptions),
+            lab_deletes_total: g(&self.lab_deletes),
+            lab_retries_total: g(&self.lab_retries),
+            lab_failures_by_step: self
+                .lab_failures
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            lab_phase_seconds: self
+                .lab_phases
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+            lab_runs: g(&self.lab_runs),
+            lab_last_duration: Duration::from_nanos(g(&self.lab_nanos)),
+            lab_leader: self.lab_leader.load(Ordering::Relaxed),
         }
     }
 }
@@ -277,6 +382,49 @@ impl MetricsSnapshot {
             "Events the sink dropped.",
             self.events_dropped_total,
         );
+        counter(
+            "lab_imports_total",
+            "Labs imported fresh by the lab loop.",
+            self.lab_imports_total,
+        );
+        counter(
+            "lab_reuses_total",
+            "Wiped labs reused instead of an import.",
+            self.lab_reuses_total,
+        );
+        counter(
+            "lab_adoptions_total",
+            "Labs found again by title after a lost answer or failover.",
+            self.lab_adoptions_total,
+        );
+        counter(
+            "lab_deletes_total",
+            "Wiped labs deleted beyond the per-worker keep limit.",
+            self.lab_deletes_total,
+        );
+        counter(
+            "lab_retries_total",
+            "Failed lab steps retried after a back-off.",
+            self.lab_retries_total,
+        );
+        let _ = write!(
+            out,
+            "# HELP ccm_lab_failures_total Sessions given up by the lab loop, by failed step.\n# TYPE ccm_lab_failures_total counter\n"
+        );
+        for (step, n) in &self.lab_failures_by_step {
+            let _ = writeln!(out, "ccm_lab_failures_total{{step=\"{step}\"}} {n}");
+        }
+        let _ = write!(
+            out,
+            "# HELP ccm_session_phase_seconds Time sessions spent in each lab phase.\n# TYPE ccm_session_phase_seconds summary\n"
+        );
+        for (phase, p) in &self.lab_phase_seconds {
+            let _ = writeln!(
+                out,
+                "ccm_session_phase_seconds_sum{{phase=\"{phase}\"}} {}\nccm_session_phase_seconds_count{{phase=\"{phase}\"}} {}",
+                p.sum_seconds, p.count
+            );
+        }
         let _ = write!(
             out,
             "# HELP ccm_unschedulable_total Due sessions left unbound, by reason.\n# TYPE ccm_unschedulable_total counter\n"
@@ -294,20 +442,22 @@ impl MetricsSnapshot {
         }
         let _ = write!(
             out,
-            "# HELP ccm_loop_runs_total Reconcile passes run as leader.\n# TYPE ccm_loop_runs_total counter\nccm_loop_runs_total{{loop=\"scheduler\"}} {}\nccm_loop_runs_total{{loop=\"controller\"}} {}\n",
-            self.scheduler_runs, self.controller_runs
+            "# HELP ccm_loop_runs_total Reconcile passes run as leader.\n# TYPE ccm_loop_runs_total counter\nccm_loop_runs_total{{loop=\"scheduler\"}} {}\nccm_loop_runs_total{{loop=\"controller\"}} {}\nccm_loop_runs_total{{loop=\"lab\"}} {}\n",
+            self.scheduler_runs, self.controller_runs, self.lab_runs
         );
         let _ = write!(
             out,
-            "# HELP ccm_loop_last_duration_seconds Wall time of the last pass.\n# TYPE ccm_loop_last_duration_seconds gauge\nccm_loop_last_duration_seconds{{loop=\"scheduler\"}} {}\nccm_loop_last_duration_seconds{{loop=\"controller\"}} {}\n",
+            "# HELP ccm_loop_last_duration_seconds Wall time of the last pass.\n# TYPE ccm_loop_last_duration_seconds gauge\nccm_loop_last_duration_seconds{{loop=\"scheduler\"}} {}\nccm_loop_last_duration_seconds{{loop=\"controller\"}} {}\nccm_loop_last_duration_seconds{{loop=\"lab\"}} {}\n",
             self.scheduler_last_duration.as_secs_f64(),
-            self.controller_last_duration.as_secs_f64()
+            self.controller_last_duration.as_secs_f64(),
+            self.lab_last_duration.as_secs_f64()
         );
         let _ = write!(
             out,
-            "# HELP ccm_is_leader Whether this process leads the loop.\n# TYPE ccm_is_leader gauge\nccm_is_leader{{loop=\"scheduler\"}} {}\nccm_is_leader{{loop=\"controller\"}} {}\n",
+            "# HELP ccm_is_leader Whether this process leads the loop.\n# TYPE ccm_is_leader gauge\nccm_is_leader{{loop=\"scheduler\"}} {}\nccm_is_leader{{loop=\"controller\"}} {}\nccm_is_leader{{loop=\"lab\"}} {}\n",
             u8::from(self.scheduler_leader),
-            u8::from(self.controller_leader)
+            u8::from(self.controller_leader),
+            u8::from(self.lab_leader)
         );
         let _ = write!(
             out,

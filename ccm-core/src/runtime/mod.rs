@@ -7,6 +7,8 @@
 //!   [`crate::planner::plan`] ([`plan_input`]) and carries out the actions due now
 //!   ([`due_actions`]: launch, restart, cancel drain, drain, stop), or follows the reactive rule
 //!   ([`ScalingMode::Reactive`]).
+//! * [`LabLoop`] moves bound sessions through their lab's life on the worker's CML
+//!   (instantiate, reuse, start, ready, run, stop, wipe) through a [`crate::store::LabRuntime`].
 //! * Each loop runs only while this process leads its election ([`LeaderHandle`],
 //!   [`Campaigner`]): keep-alive every TTL/3, writes stop at once when leadership is lost.
 //! * [`Runtime`] wires the stores, the clock and the provider; its loops run on any
@@ -21,6 +23,7 @@ pub mod codec;
 pub(crate) mod context;
 mod controller;
 pub mod keys;
+pub mod lab_loop;
 mod leadership;
 mod metrics;
 mod planning;
@@ -32,8 +35,9 @@ pub mod snapshot;
 pub use builder::{LoopLeadership, Runtime, RuntimeBuilder, RuntimeHandle, StepReport};
 pub use controller::{Controller, ControllerReport};
 pub use keys::KeyLayout;
+pub use lab_loop::{LabAction, LabLoop, LabReport};
 pub use leadership::{Campaigner, LeaderHandle};
-pub use metrics::{Metrics, MetricsSnapshot};
+pub use metrics::{Metrics, MetricsSnapshot, PhaseDuration};
 pub use planning::{due_actions, plan_input, PlanSummary};
 pub use policy::ScalingAction;
 pub use scheduler::{Binding, Scheduler, SchedulerReport};
@@ -44,6 +48,8 @@ pub use snapshot::{StateSnapshot, Versioned};
 pub const SCHEDULER: &str = "scheduler";
 /// The controller's election name.
 pub const CONTROLLER: &str = "controller";
+/// The lab loop's election name.
+pub const LAB: &str = "lab";
 
 /// Errors of the loops.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

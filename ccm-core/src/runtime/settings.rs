@@ -54,6 +54,28 @@ pub struct RuntimeSettings {
     pub min_warm_workers: u32,
     /// `CONTROLLER_PLAN_HORIZON_HOURS` (24 h): how far ahead the controller plans.
     pub plan_horizon: chrono::Duration,
+    /// `LABLET_LAB_LOOP_ENABLED` (true): run the lab loop (when the runtime has a
+    /// [`crate::store::LabRuntime`]).
+    pub lab_enabled: bool,
+    /// `LABLET_RECONCILE_INTERVAL_SECONDS` (10 s): the lab loop's re-list interval.
+    pub lab_interval: Duration,
+    /// `LABLET_RETRY_BACKOFF_SECONDS` (10 s): the first back-off after a failed lab step
+    /// (doubled after each further failure).
+    pub lab_retry_backoff: chrono::Duration,
+    /// `LABLET_RETRY_BACKOFF_MAX_SECONDS` (300 s): the longest back-off.
+    pub lab_retry_backoff_max: chrono::Duration,
+    /// `LABLET_MAX_ATTEMPTS` (5): failed attempts of one lab step before the session is
+    /// requeued (still SCHEDULED) or terminated (later), with the reason.
+    pub lab_max_attempts: u32,
+    /// `LABLET_BOOT_TIMEOUT_MINUTES` (30 min): an instantiation not READY this long after it
+    /// began fails.
+    pub lab_boot_timeout: chrono::Duration,
+    /// `LABLET_KEEP_WIPED_LABS_PER_WORKER` (4): wiped labs kept on a worker for reuse; a lab
+    /// wiped beyond this is deleted.
+    pub lab_keep_per_worker: usize,
+    /// `LABLET_CML_URL_TEMPLATE` (`https://{worker}`): a worker's CML base URL; `{worker}`
+    /// becomes the worker id, `{provider_id}` the cloud instance id.
+    pub lab_url_template: String,
 }
 
 /// How the controller decides what to launch, drain and stop.
@@ -111,6 +133,14 @@ impl Default for RuntimeSettings {
             cooldown: chrono::Duration::minutes(10),
             min_warm_workers: 0,
             plan_horizon: chrono::Duration::hours(24),
+            lab_enabled: true,
+            lab_interval: Duration::from_secs(10),
+            lab_retry_backoff: chrono::Duration::seconds(10),
+            lab_retry_backoff_max: chrono::Duration::seconds(300),
+            lab_max_attempts: 5,
+            lab_boot_timeout: chrono::Duration::minutes(30),
+            lab_keep_per_worker: 4,
+            lab_url_template: "https://{worker}".into(),
         }
     }
 }
@@ -127,6 +157,32 @@ impl RuntimeSettings {
     /// The part of the lead time left for booting a worker: `lead_time − instantiation`.
     pub fn boot_lead(&self) -> chrono::Duration {
         self.lead_time - self.instantiation()
+    }
+
+    /// The back-off after the `attempts`-th failure of a lab step: `lab_retry_backoff ×
+    /// 2^(attempts−1)`, at most `lab_retry_backoff_max`.
+    ///
+    /// ```
+    /// let s = ccm_core::runtime::RuntimeSettings::default();
+    /// assert_eq!(s.lab_backoff(1), chrono::Duration::seconds(10));
+    /// assert_eq!(s.lab_backoff(3), chrono::Duration::seconds(40));
+    /// assert_eq!(s.lab_backoff(60), chrono::Duration::seconds(300));
+    /// ```
+    pub fn lab_backoff(&self, attempts: u32) -> chrono::Duration {
+        let shift = attempts.saturating_sub(1).min(30);
+        let base = self.lab_retry_backoff.max(chrono::Duration::zero());
+        base.checked_mul(1i32 << shift)
+            .unwrap_or(self.lab_retry_backoff_max)
+            .min(self.lab_retry_backoff_max)
+    }
+
+    /// The CML endpoint of a worker, from [`RuntimeSettings::lab_url_template`].
+    pub fn lab_endpoint(&self, worker: &crate::worker::Worker) -> crate::store::LabEndpoint {
+        let url = self
+            .lab_url_template
+            .replace("{worker}", &worker.id)
+            .replace("{provider_id}", worker.provider_id.as_deref().unwrap_or(""));
+        crate::store::LabEndpoint::new(worker.id.clone(), url)
     }
 
     /// How often a leader refreshes its lease: TTL/3 (at least one millisecond).
