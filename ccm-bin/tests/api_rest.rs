@@ -87,7 +87,12 @@ struct Api {
 impl Api {
     fn new(s: &Server, token: Option<&str>) -> Api {
         Api {
-            http: reqwest::Client::new(),
+            // No pooled connections: after a 413 the server closes the connection without
+            // reading the rest of the body, and a pooled client could race that close.
+            http: reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()
+                .unwrap(),
             base: s.base.clone(),
             token: token.map(str::to_string),
         }
