@@ -9,6 +9,7 @@
 //! | `s3` | [`s3`]: ArtifactStore | `aws-sdk-s3` |
 //! | `cloudevents` | [`cloudevents`]: EventSink | `cloudevents-sdk` |
 //! | `cml` | [`cml`]: LabRuntime | `reqwest` |
+//! | `ec2` | [`ec2`]: WorkerProvider | `aws-sdk-ec2` |
 //!
 //! Adapters translate; they hold no scheduling logic.
 #![deny(missing_docs)]
@@ -17,6 +18,8 @@
 pub mod cloudevents;
 #[cfg(feature = "cml")]
 pub mod cml;
+#[cfg(feature = "ec2")]
+pub mod ec2;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "mongodb")]
