@@ -16,6 +16,7 @@ pub struct Metrics {
     fence_rejections: AtomicU64,
     launches: AtomicU64,
     launch_failures: AtomicU64,
+    capacity_refusals: AtomicU64,
     drains: AtomicU64,
     stops: AtomicU64,
     workers_lost: AtomicU64,
@@ -53,6 +54,9 @@ pub struct MetricsSnapshot {
     pub launches_total: u64,
     /// Launches the provider refused.
     pub launch_failures_total: u64,
+    /// Launches refused for lack of capacity in the region (the template's next region is
+    /// tried).
+    pub launch_capacity_refusals_total: u64,
     /// Drains started.
     pub drains_total: u64,
     /// Stops requested.
@@ -117,6 +121,9 @@ impl Metrics {
     }
     pub(crate) fn launch_failed(&self) {
         add(&self.launch_failures, 1);
+    }
+    pub(crate) fn capacity_refused(&self) {
+        add(&self.capacity_refusals, 1);
     }
     pub(crate) fn drained(&self) {
         add(&self.drains, 1);
@@ -190,6 +197,7 @@ impl Metrics {
             fence_rejections_total: g(&self.fence_rejections),
             launches_total: g(&self.launches),
             launch_failures_total: g(&self.launch_failures),
+            launch_capacity_refusals_total: g(&self.capacity_refusals),
             drains_total: g(&self.drains),
             stops_total: g(&self.stops),
             workers_lost_total: g(&self.workers_lost),
@@ -264,6 +272,11 @@ impl MetricsSnapshot {
             "launch_failures_total",
             "Launches the provider refused.",
             self.launch_failures_total,
+        );
+        counter(
+            "launch_capacity_refusals_total",
+            "Launches refused for lack of capacity in the region.",
+            self.launch_capacity_refusals_total,
         );
         counter("drains_total", "Worker drains started.", self.drains_total);
         counter("stops_total", "Worker stops requested.", self.stops_total);
