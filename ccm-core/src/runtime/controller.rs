@@ -53,6 +53,8 @@ pub struct Controller {
     unserved_logged: Mutex<std::collections::BTreeSet<String>>,
     /// (template, region) pairs that refused a launch for lack of capacity, until when.
     unavailable: Mutex<BTreeMap<(String, String), Timestamp>>,
+    /// Fence token of the leadership term whose fleet was reconciled with the provider.
+    fleet_term: Mutex<Option<crate::store::Revision>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -122,6 +124,10 @@ fn scaling_event(
     )
 }
 
+/// Minutes after its launch during which a worker whose instance the provider does not list
+/// is not taken for lost (listings can lag a launch).
+pub const ADOPTION_GRACE_MINUTES: i64 = 5;
+
 /// Minutes a template's region is avoided after it refused a launch for lack of capacity.
 pub const CAPACITY_BACKOFF_MINUTES: i64 = 15;
 
@@ -149,6 +155,7 @@ impl Controller {
             previous: Mutex::new(Vec::new()),
             unserved_logged: Mutex::new(std::collections::BTreeSet::new()),
             unavailable: Mutex::new(BTreeMap::new()),
+            fleet_term: Mutex::new(None),
         }
     }
 
@@ -177,6 +184,22 @@ impl Controller {
 
     async fn pass(&self, fence: &Fence, now: Timestamp) -> Result<ControllerReport, RuntimeError> {
         let mut report = ControllerReport::default();
+        let new_term = {
+            let mut g = self.fleet_term.lock().unwrap_or_else(|p| p.into_inner());
+            let new = *g != Some(fence.token);
+            *g = Some(fence.token);
+            new
+        };
+        if new_term {
+            match self.reconcile_fleet(fence, now, &mut report).await {
+                Ok(()) => {}
+                Err(e @ RuntimeError::NotLeader { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet reconciliation failed; retried next pass");
+                    *self.fleet_term.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+            }
+        }
         for ev in self.provider.poll_events().await {
             self.apply_event(fence, &ev, &mut report).await?;
         }
@@ -210,6 +233,137 @@ impl Controller {
             }
         }
         Ok(report)
+    }
+
+    /// Once per leadership term (a start-up, a failover): the provider's instances tagged as
+    /// ccm's against the worker records. A recorded worker takes its instance's id and state; an
+    /// instance without a record is adopted, terminated or left alone by
+    /// [`super::OrphanPolicy`]; a record whose instance is gone (launched more than
+    /// [`ADOPTION_GRACE_MINUTES`] ago) is marked TERMINATED, so its sessions requeue.
+    async fn reconcile_fleet(
+        &self,
+        fence: &Fence,
+        now: Timestamp,
+        report: &mut ControllerReport,
+    ) -> Result<(), RuntimeError> {
+        let managed = self.provider.list_managed().await?;
+        let snap = snapshot::load(&self.ctx).await?;
+        let templates = self.ctx.spec.list_templates().await?;
+        let mut live = std::collections::BTreeSet::new();
+        for m in &managed {
+            live.insert(m.worker_id.clone());
+            if let Some(w) = snap.workers.get(&m.worker_id) {
+                // A draining worker runs as far as the cloud knows.
+                let same = w.value.state == m.state
+                    || (w.value.state == WorkerState::Draining && m.state == WorkerState::Running);
+                if same && w.value.provider_id.as_deref() == Some(m.provider_id.as_str()) {
+                    continue;
+                }
+                let target = if same { w.value.state } else { m.state };
+                let ev = ProviderEvent {
+                    worker_id: m.worker_id.clone(),
+                    provider_id: m.provider_id.clone(),
+                    state: target,
+                    at: now,
+                };
+                self.apply_event(fence, &ev, report).await?;
+                continue;
+            }
+            self.orphan(fence, m, &templates, now).await?;
+        }
+        for v in snap.workers.values() {
+            let w = &v.value;
+            let recent = w
+                .launched_at
+                .is_some_and(|t| now - t < chrono::Duration::minutes(ADOPTION_GRACE_MINUTES));
+            if live.contains(&w.id)
+                || w.provider_id.is_none()
+                || recent
+                || matches!(w.state, WorkerState::Terminated | WorkerState::Unknown)
+            {
+                continue;
+            }
+            tracing::warn!(worker = %w.id, provider_id = ?w.provider_id, "the worker's instance is gone");
+            let ev = ProviderEvent {
+                worker_id: w.id.clone(),
+                provider_id: w.provider_id.clone().unwrap_or_default(),
+                state: WorkerState::Terminated,
+                at: now,
+            };
+            self.apply_event(fence, &ev, report).await?;
+        }
+        Ok(())
+    }
+
+    /// An instance tagged as ccm's with no worker record, handled by the orphan policy.
+    async fn orphan(
+        &self,
+        fence: &Fence,
+        m: &crate::store::ManagedInstance,
+        templates: &[crate::template::WorkerTemplate],
+        now: Timestamp,
+    ) -> Result<(), RuntimeError> {
+        use super::OrphanPolicy;
+        match self.ctx.settings.orphan_policy {
+            OrphanPolicy::Ignore => {
+                tracing::warn!(worker = %m.worker_id, instance = %m.provider_id, "instance tagged as ccm's has no record; left alone");
+                Ok(())
+            }
+            OrphanPolicy::Terminate => {
+                tracing::warn!(worker = %m.worker_id, instance = %m.provider_id, "instance tagged as ccm's has no record; terminating it");
+                self.provider.terminate(&m.worker_id).await?;
+                Ok(())
+            }
+            OrphanPolicy::Adopt => {
+                let Some(t) = m
+                    .template
+                    .as_ref()
+                    .and_then(|name| templates.iter().find(|t| &t.name == name))
+                else {
+                    tracing::warn!(worker = %m.worker_id, template = ?m.template, "orphan instance of an unknown template; left alone");
+                    return Ok(());
+                };
+                let state = match m.state {
+                    WorkerState::Terminating | WorkerState::Terminated => return Ok(()),
+                    s => s,
+                };
+                let mut w = Worker::from_template(
+                    m.worker_id.clone(),
+                    t,
+                    m.region.clone(),
+                    state,
+                    template_cml_version(t),
+                    template_ami_name(t),
+                );
+                w.provider_id = Some(m.provider_id.clone());
+                w.launched_at = Some(now);
+                if state == WorkerState::Running {
+                    w.ready_at = Some(now);
+                    w.last_activity_at = Some(now);
+                }
+                if state == WorkerState::Stopped {
+                    w.stopped_at = Some(now);
+                }
+                let key = self.ctx.keys.worker(&w.id);
+                let write = Write {
+                    value: Some(codec::encode(&key, &w)?),
+                    key,
+                    expect: 0,
+                };
+                if let Commit::Done(_) = self.ctx.commit(fence, vec![write]).await? {
+                    tracing::info!(worker = %w.id, instance = %m.provider_id, region = %m.region, state = %state, "orphan instance adopted");
+                    self.ctx.metrics.adopted();
+                    if let Some(e) = CcmEvent::worker(
+                        &w,
+                        None,
+                        "adopted: an instance tagged as ccm's without a record",
+                    ) {
+                        self.ctx.emit(e, now).await;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The cost of the last plan (carried by the scaling events it causes).

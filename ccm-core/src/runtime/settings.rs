@@ -54,6 +54,22 @@ pub struct RuntimeSettings {
     pub min_warm_workers: u32,
     /// `CONTROLLER_PLAN_HORIZON_HOURS` (24 h): how far ahead the controller plans.
     pub plan_horizon: chrono::Duration,
+    /// `CCM_EC2_ORPHAN_POLICY` (adopt): what the controller does, when it takes the lead, with
+    /// an instance tagged as ccm's that has no worker record.
+    pub orphan_policy: OrphanPolicy,
+}
+
+/// What to do with an instance the provider runs for ccm that has no worker record (a launch
+/// whose record was lost, a fleet from before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrphanPolicy {
+    /// Write a record for it: it joins the fleet.
+    #[default]
+    Adopt,
+    /// Terminate it.
+    Terminate,
+    /// Leave it alone (logged).
+    Ignore,
 }
 
 /// How the controller decides what to launch, drain and stop.
@@ -111,6 +127,7 @@ impl Default for RuntimeSettings {
             cooldown: chrono::Duration::minutes(10),
             min_warm_workers: 0,
             plan_horizon: chrono::Duration::hours(24),
+            orphan_policy: OrphanPolicy::Adopt,
         }
     }
 }
