@@ -8,7 +8,9 @@
 #   scripts/services.sh auth enable|disable NAME PASSWORD    # etcd auth with user root (auth tests)
 #
 # Servers: etcd 3.4 single node (:23790) and a 3-member cluster (:23791-23793), SecantusDB
-# (MongoDB wire, :27117), moto_server (S3, :15000), the CloudEvents receiver (:18080), the CML
+# (MongoDB wire, :27117), moto_server (S3, :15000), a second moto_server for EC2 (:15010; AMI and
+# instance-type validation on, the CML AMIs of scripts/moto-amis.json seeded into every region),
+# the CloudEvents receiver (:18080), the CML
 # API test server (https, :18090; its CA certificate is written to .ci-work/run/cml-tls/ca.pem).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -93,6 +95,9 @@ start() {
   etcd_cluster
   start_bg secantus "$VENV/bin/secantusd-py" --host 127.0.0.1 --port 27117 --storage-path :memory:
   start_bg moto "$VENV/bin/moto_server" -H 127.0.0.1 -p 15000
+  # Any non-empty value turns a moto flag on; MOTO_AMIS_PATH replaces moto's default AMIs.
+  start_bg moto-ec2 env MOTO_ENABLE_AMI_VALIDATION=1 MOTO_EC2_ENABLE_INSTANCE_TYPE_VALIDATION=1 \
+    MOTO_AMIS_PATH="$ROOT/scripts/moto-amis.json" "$VENV/bin/moto_server" -H 127.0.0.1 -p 15010
   start_bg ce-receiver "$VENV/bin/python" "$ROOT/scripts/ce_receiver.py" --host 127.0.0.1 --port 18080
   rm -rf "$RUN/cml-tls" # a fresh CA and server certificate every start (they last 30 days)
   start_bg cml "$VENV/bin/python" "$ROOT/scripts/cml_server.py" --host 127.0.0.1 --port 18090 \
@@ -101,6 +106,7 @@ start() {
   for i in 1 2 3; do wait_for "etcd-m$i" 30 curl -sf "http://127.0.0.1:2379$i/health"; done
   wait_for secantus 60 mongo_ping
   wait_for moto 60 curl -sf http://127.0.0.1:15000/moto-api/
+  wait_for moto-ec2 60 curl -sf http://127.0.0.1:15010/moto-api/
   wait_for ce-receiver 30 curl -sf http://127.0.0.1:18080/healthz
   wait_for cml 30 curl -sf --cacert "$RUN/cml-tls/ca.pem" https://127.0.0.1:18090/api/v0/system_information
   cat >"$RUN/env" <<ENV
@@ -110,6 +116,7 @@ export CCM_TEST_ETCD_DATA=$SHM
 export CCM_TEST_SERVICES=$ROOT/scripts/services.sh
 export CCM_TEST_MONGODB_URI='mongodb://127.0.0.1:27117/?directConnection=true'
 export CCM_TEST_S3_ENDPOINT=http://127.0.0.1:15000
+export CCM_TEST_EC2_ENDPOINT=http://127.0.0.1:15010
 export CCM_TEST_CE_RECEIVER=http://127.0.0.1:18080
 export CCM_TEST_PYTHON=$VENV/bin/python
 export CCM_TEST_CML_URL=https://127.0.0.1:18090

@@ -9,6 +9,7 @@
 //! | `s3` | [`s3`]: ArtifactStore | `aws-sdk-s3` |
 //! | `cloudevents` | [`cloudevents`]: EventSink | `cloudevents-sdk` |
 //! | `cml` | [`cml`]: LabRuntime | `reqwest` |
+//! | `ec2` | [`ec2`]: WorkerProvider | `aws-sdk-ec2` |
 //!
 //! Adapters translate and take typed config; they hold no scheduling logic and read no
 //! environment (`ccm-bin`'s settings are the one place that does).
@@ -18,6 +19,8 @@
 pub mod cloudevents;
 #[cfg(feature = "cml")]
 pub mod cml;
+#[cfg(feature = "ec2")]
+pub mod ec2;
 #[cfg(feature = "etcd")]
 pub mod etcd;
 #[cfg(feature = "mongodb")]

@@ -5,7 +5,7 @@
 //! secret keys, credentials inside URIs) never appear in `Debug` output, errors or logs.
 
 use ccm_core::runtime::ScalingMode;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -81,6 +81,57 @@ pub enum Backend {
     Embedded,
     /// etcd for live state and leader election.
     Etcd,
+}
+
+/// Which cloud `ccm serve` launches workers in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// The in-process simulated cloud (workers boot in their template's startup minutes).
+    Simulated,
+    /// Amazon EC2 (or an EC2-compatible endpoint such as moto).
+    Ec2,
+}
+
+/// What to do with an instance tagged as ccm's that has no worker record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrphanPolicy {
+    /// Take it into the fleet.
+    Adopt,
+    /// Terminate it.
+    Terminate,
+    /// Leave it alone (logged only).
+    Ignore,
+}
+
+/// EC2 provider settings (`CCM_EC2_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ec2Settings {
+    /// `CCM_EC2_REGIONS`: comma-separated regions to watch (default: the enabled templates'
+    /// regions).
+    pub regions: Vec<String>,
+    /// `CCM_EC2_ENDPOINT`: endpoint override (moto, a VPC endpoint); AWS's when unset.
+    pub endpoint: Option<String>,
+    /// `CCM_EC2_ACCESS_KEY_ID`: explicit credentials (the standard AWS chain when unset).
+    pub access_key_id: Option<String>,
+    /// `CCM_EC2_SECRET_ACCESS_KEY` (goes with the access key id).
+    pub secret_access_key: Option<Secret>,
+    /// `CCM_EC2_SESSION_TOKEN` (temporary credentials).
+    pub session_token: Option<Secret>,
+    /// `CCM_EC2_SUBNETS`: `region=subnet-id` pairs, comma-separated.
+    pub subnets: BTreeMap<String, String>,
+    /// `CCM_EC2_SECURITY_GROUPS`: `region=sg-1|sg-2` pairs, comma-separated.
+    pub security_groups: BTreeMap<String, Vec<String>>,
+    /// `CCM_EC2_KEY_NAMES`: `region=key-pair` pairs, comma-separated.
+    pub key_names: BTreeMap<String, String>,
+    /// `CCM_EC2_INSTANCE_PROFILES`: `region=name-or-arn` pairs, comma-separated.
+    pub instance_profiles: BTreeMap<String, String>,
+    /// `CCM_EC2_AMI_OWNERS`: comma-separated owners the AMI lookup is limited to (any when
+    /// unset).
+    pub ami_owners: Vec<String>,
+    /// `CCM_EC2_AMI_CACHE_SECONDS` (default 600).
+    pub ami_cache_ttl: Duration,
+    /// `CCM_EC2_ORPHAN_POLICY`: `adopt` (default), `terminate` or `ignore`.
+    pub orphan_policy: OrphanPolicy,
 }
 
 /// A bad setting: which variable, what was expected, and what was given (hidden for secrets).
@@ -251,6 +302,10 @@ pub struct Settings {
     pub api_token: Option<Secret>,
     /// `CCM_API_READS_OPEN`: API reads need no token even when one is set (default false).
     pub api_reads_open: bool,
+    /// `CCM_PROVIDER`: `simulated` (default) or `ec2`.
+    pub provider: ProviderKind,
+    /// EC2 provider settings (used when `provider` is `ec2`).
+    pub ec2: Ec2Settings,
 }
 
 /// Every variable ccm reads, in the order of `.env.example`.
@@ -301,6 +356,19 @@ const VARIABLES: &[&str] = &[
     "CCM_CANDIDATE_ID",
     "CCM_API_TOKEN",
     "CCM_API_READS_OPEN",
+    "CCM_PROVIDER",
+    "CCM_EC2_REGIONS",
+    "CCM_EC2_ENDPOINT",
+    "CCM_EC2_ACCESS_KEY_ID",
+    "CCM_EC2_SECRET_ACCESS_KEY",
+    "CCM_EC2_SESSION_TOKEN",
+    "CCM_EC2_SUBNETS",
+    "CCM_EC2_SECURITY_GROUPS",
+    "CCM_EC2_KEY_NAMES",
+    "CCM_EC2_INSTANCE_PROFILES",
+    "CCM_EC2_AMI_OWNERS",
+    "CCM_EC2_AMI_CACHE_SECONDS",
+    "CCM_EC2_ORPHAN_POLICY",
 ];
 
 /// Variables whose values are never echoed, not even in an error.
@@ -310,6 +378,8 @@ const SECRET_VARIABLES: &[&str] = &[
     "MONGODB_URI",
     "CLOUDEVENTS_SINK_URL",
     "CCM_API_TOKEN",
+    "CCM_EC2_SECRET_ACCESS_KEY",
+    "CCM_EC2_SESSION_TOKEN",
 ];
 
 /// Reads typed values from a name → value map, with errors naming the variable.
@@ -387,6 +457,35 @@ impl Reader<'_> {
                 _ => Err(self.invalid(var, "a TCP port (1-65535)", v)),
             },
         }
+    }
+
+    fn list(&self, var: &str) -> Vec<String> {
+        self.raw(var)
+            .unwrap_or_default()
+            .split(',')
+            .map(|s| s.trim().to_string())
+            .filter(|s| !s.is_empty())
+            .collect()
+    }
+
+    /// `region=value` pairs, comma-separated.
+    fn per_region(&self, var: &str) -> Result<BTreeMap<String, String>, SettingsError> {
+        let mut out = BTreeMap::new();
+        for entry in self.list(var) {
+            match entry.split_once('=') {
+                Some((r, v)) if !r.trim().is_empty() && !v.trim().is_empty() => {
+                    out.insert(r.trim().to_string(), v.trim().to_string());
+                }
+                _ => {
+                    return Err(self.invalid(
+                        var,
+                        "comma-separated region=value pairs (e.g. us-east-1=subnet-0abc)",
+                        &entry,
+                    ))
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn url(&self, var: &str, default: Option<&str>) -> Result<Option<String>, SettingsError> {
@@ -549,7 +648,76 @@ impl Settings {
                 return Err(r.invalid("CCM_BACKEND", "one of: embedded, etcd", v));
             }
         };
+        let provider = match r
+            .raw("CCM_PROVIDER")
+            .map(str::to_ascii_lowercase)
+            .as_deref()
+        {
+            None | Some("simulated") => ProviderKind::Simulated,
+            Some("ec2") => ProviderKind::Ec2,
+            Some(_) => {
+                let v = r.raw("CCM_PROVIDER").unwrap_or_default();
+                return Err(r.invalid("CCM_PROVIDER", "one of: simulated, ec2", v));
+            }
+        };
+        let ec2 = Ec2Settings {
+            regions: r.list("CCM_EC2_REGIONS"),
+            endpoint: r.url("CCM_EC2_ENDPOINT", None)?,
+            access_key_id: r.optional("CCM_EC2_ACCESS_KEY_ID"),
+            secret_access_key: r.optional("CCM_EC2_SECRET_ACCESS_KEY").map(Secret),
+            session_token: r.optional("CCM_EC2_SESSION_TOKEN").map(Secret),
+            subnets: r.per_region("CCM_EC2_SUBNETS")?,
+            security_groups: r
+                .per_region("CCM_EC2_SECURITY_GROUPS")?
+                .into_iter()
+                .map(|(region, groups)| {
+                    let groups = groups
+                        .split('|')
+                        .map(|g| g.trim().to_string())
+                        .filter(|g| !g.is_empty())
+                        .collect();
+                    (region, groups)
+                })
+                .collect(),
+            key_names: r.per_region("CCM_EC2_KEY_NAMES")?,
+            instance_profiles: r.per_region("CCM_EC2_INSTANCE_PROFILES")?,
+            ami_owners: r.list("CCM_EC2_AMI_OWNERS"),
+            ami_cache_ttl: Duration::from_secs(
+                r.positive("CCM_EC2_AMI_CACHE_SECONDS", 600)?.into(),
+            ),
+            orphan_policy: match r
+                .raw("CCM_EC2_ORPHAN_POLICY")
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None | Some("adopt") => OrphanPolicy::Adopt,
+                Some("terminate") => OrphanPolicy::Terminate,
+                Some("ignore") => OrphanPolicy::Ignore,
+                Some(_) => {
+                    let v = r.raw("CCM_EC2_ORPHAN_POLICY").unwrap_or_default();
+                    return Err(r.invalid(
+                        "CCM_EC2_ORPHAN_POLICY",
+                        "one of: adopt, terminate, ignore",
+                        v,
+                    ));
+                }
+            },
+        };
+        if ec2.access_key_id.is_some() != ec2.secret_access_key.is_some() {
+            let var = if ec2.access_key_id.is_some() {
+                "CCM_EC2_SECRET_ACCESS_KEY"
+            } else {
+                "CCM_EC2_ACCESS_KEY_ID"
+            };
+            return Err(r.invalid(
+                var,
+                "a value: CCM_EC2_ACCESS_KEY_ID and CCM_EC2_SECRET_ACCESS_KEY go together",
+                "",
+            ));
+        }
         Ok(Settings {
+            provider,
+            ec2,
             etcd,
             artifacts,
             scheduler,
@@ -676,6 +844,57 @@ mod tests {
         assert_eq!(s.mongodb_database, ccm_adapters::mongo::DEFAULT_DATABASE);
         assert_eq!(s.http_addr, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.backend, Backend::Embedded);
+        assert_eq!(s.provider, ProviderKind::Simulated);
+        assert!(s.ec2.regions.is_empty());
+        assert_eq!(s.ec2.endpoint, None);
+        assert_eq!(s.ec2.access_key_id, None);
+        assert_eq!(s.ec2.ami_cache_ttl, Duration::from_secs(600));
+        assert_eq!(s.ec2.orphan_policy, OrphanPolicy::Adopt);
+    }
+
+    #[test]
+    fn ec2_settings_are_parsed() {
+        let s = Settings::from_vars(&vars(&[
+            ("CCM_PROVIDER", "EC2"),
+            ("CCM_EC2_REGIONS", "us-east-1, us-west-2"),
+            ("CCM_EC2_ENDPOINT", "http://127.0.0.1:15010"),
+            ("CCM_EC2_ACCESS_KEY_ID", "AKID"),
+            ("CCM_EC2_SECRET_ACCESS_KEY", "ec2-secret-789"),
+            ("CCM_EC2_SUBNETS", "us-east-1=subnet-1,us-west-2=subnet-2"),
+            ("CCM_EC2_SECURITY_GROUPS", "us-east-1=sg-1|sg-2"),
+            ("CCM_EC2_KEY_NAMES", "us-west-2=ops"),
+            (
+                "CCM_EC2_INSTANCE_PROFILES",
+                "us-east-1=arn:aws:iam::1:instance-profile/cml",
+            ),
+            ("CCM_EC2_AMI_OWNERS", "self,123456789012"),
+            ("CCM_EC2_AMI_CACHE_SECONDS", "60"),
+            ("CCM_EC2_ORPHAN_POLICY", "terminate"),
+        ]))
+        .unwrap();
+        assert_eq!(s.provider, ProviderKind::Ec2);
+        assert_eq!(s.ec2.regions, ["us-east-1", "us-west-2"]);
+        assert_eq!(s.ec2.endpoint.as_deref(), Some("http://127.0.0.1:15010"));
+        assert_eq!(s.ec2.subnets["us-west-2"], "subnet-2");
+        assert_eq!(s.ec2.security_groups["us-east-1"], ["sg-1", "sg-2"]);
+        assert_eq!(s.ec2.key_names["us-west-2"], "ops");
+        assert!(s.ec2.instance_profiles["us-east-1"].starts_with("arn:"));
+        assert_eq!(s.ec2.ami_owners, ["self", "123456789012"]);
+        assert_eq!(s.ec2.ami_cache_ttl, Duration::from_secs(60));
+        assert_eq!(s.ec2.orphan_policy, OrphanPolicy::Terminate);
+        assert!(!format!("{s:?}").contains("ec2-secret-789"));
+        let e = Settings::from_vars(&vars(&[("CCM_PROVIDER", "gcp")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("CCM_PROVIDER: expected one of"),
+            "{e}"
+        );
+        let e = Settings::from_vars(&vars(&[("CCM_EC2_SUBNETS", "subnet-1")])).unwrap_err();
+        assert!(e.to_string().contains("region=value"), "{e}");
+        let e = Settings::from_vars(&vars(&[("CCM_EC2_ACCESS_KEY_ID", "AKID")])).unwrap_err();
+        assert!(
+            e.to_string().starts_with("CCM_EC2_SECRET_ACCESS_KEY"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -232,6 +232,59 @@ impl Drop for Killed {
     }
 }
 
+/// `CCM_PROVIDER=ec2`: `ccm serve` builds the EC2 provider (regions from the templates, the
+/// endpoint override) and its controller runs passes against it.
+#[test]
+fn serve_with_the_ec2_provider_names_it_and_runs_the_controller() {
+    let ec2 = need("CCM_TEST_EC2_ENDPOINT");
+    let child = ccm()
+        .env("CCM_HTTP_ADDR", "127.0.0.1:0")
+        .env("CCM_CANDIDATE_ID", "cli-ec2")
+        .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1")
+        .env("CCM_PROVIDER", "ec2")
+        .env("CCM_EC2_ENDPOINT", &ec2)
+        .env("CCM_EC2_ACCESS_KEY_ID", "test")
+        .env("CCM_EC2_SECRET_ACCESS_KEY", "ec2-secret-not-shown")
+        .arg("serve")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = Killed(child);
+    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(
+        first.contains(&format!("provider ec2 us-east-1,us-west-2 ({ec2})")),
+        "{first}"
+    );
+    let addr: SocketAddr = first
+        .split("http://")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, metrics) = http_get(addr, "/metrics");
+        if metrics.contains("ccm_plans_total ") && !metrics.contains("ccm_plans_total 0\n") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no controller pass in\n{metrics}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = child.0.kill();
+    let mut err = String::new();
+    if let Some(mut e) = child.0.stderr.take() {
+        let _ = child.0.wait();
+        let _ = e.read_to_string(&mut err);
+    }
+    assert!(!err.contains("ec2-secret-not-shown"), "{err}");
+}
+
 #[test]
 fn serve_embedded_answers_health_and_stops_on_sigterm() {
     let child = ccm()
@@ -383,6 +436,67 @@ fn validate_prereqs_passes_against_the_test_servers() {
             && l.contains("does not exist")),
         "{out}"
     );
+}
+
+/// `validate-prereqs` with the EC2 provider against moto_server (seeded CML AMIs): images of
+/// every enabled template are found; a template whose pattern matches nothing is a ✗ naming it.
+#[test]
+fn validate_prereqs_checks_ec2_access_and_images() {
+    let etcd = need("CCM_TEST_ETCD");
+    let s3 = need("CCM_TEST_S3_ENDPOINT");
+    let mongo = need("CCM_TEST_MONGODB_URI");
+    let ec2 = need("CCM_TEST_EC2_ENDPOINT");
+    create_bucket(&s3, "ccm-validate-test");
+    let run = |templates: &str| {
+        ccm()
+            .env("CCM_ETCD_ENDPOINTS", &etcd)
+            .env("ARTIFACT_STORAGE_ENDPOINT", &s3)
+            .env("ARTIFACT_STORAGE_BUCKET", "ccm-validate-test")
+            .env("MONGODB_URI", &mongo)
+            .env("CCM_PROVIDER", "ec2")
+            .env("CCM_EC2_ENDPOINT", &ec2)
+            .env("CCM_EC2_ACCESS_KEY_ID", "test")
+            .env("CCM_EC2_SECRET_ACCESS_KEY", "ec2-secret-not-shown")
+            .env("WORKER_TEMPLATES_CONFIG_PATH", templates)
+            .arg("validate-prereqs")
+            .output()
+            .unwrap()
+    };
+    let o = run("config/worker-templates.yaml");
+    let (out, err) = text(&o);
+    assert!(o.status.success(), "{out}\n{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("EC2"))
+        .unwrap_or_else(|| panic!("no EC2 line:\n{out}"));
+    assert!(line.starts_with('✓'), "{line}");
+    assert!(
+        line.contains("us-east-1") && line.contains("us-west-2"),
+        "{line}"
+    );
+    assert!(
+        line.contains("personal-standard@us-west-2=CML-2.9.1-ubuntu-24.04"),
+        "the newest CML-2.9.* image: {line}"
+    );
+    assert!(out.contains("All 4 prerequisites"), "{out}");
+
+    let dir = std::env::temp_dir().join(format!("ccm-cli-ec2-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("templates.yaml");
+    let seed = std::fs::read_to_string(root().join("config/worker-templates.yaml")).unwrap();
+    std::fs::write(&file, seed.replacen("CML-2.9.*", "CML-7.*", 1)).unwrap();
+    let o = run(file.to_str().unwrap());
+    let (out, err) = text(&o);
+    assert!(!o.status.success(), "{out}");
+    assert!(
+        out.lines().any(|l| l.starts_with('✗')
+            && l.contains("EC2")
+            && l.contains("personal-standard")
+            && l.contains("CML-7.*")),
+        "{out}"
+    );
+    assert!(!out.contains("ec2-secret-not-shown") && !err.contains("ec2-secret-not-shown"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]

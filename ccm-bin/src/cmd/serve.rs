@@ -4,14 +4,17 @@
 
 use crate::http::{self, Probe};
 use crate::metrics::{DaemonStatus, LoopStatus};
-use crate::settings::{Backend, Settings};
+use crate::settings::{Backend, ProviderKind, Settings};
 use ccm_core::memory::events::LogSink;
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::runtime::{Runtime, RuntimeSettings, CONTROLLER, SCHEDULER};
 use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{Clock, EventSink, LeaderElector, SpecStore, StateStore, SystemClock};
+use ccm_core::store::{
+    Clock, EventSink, LeaderElector, SpecStore, StateStore, SystemClock, WorkerProvider,
+};
+use ccm_core::template::WorkerTemplate;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::ExitCode;
@@ -20,7 +23,8 @@ use std::sync::Arc;
 /// Arguments of `ccm serve`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Run everything in-process (memory stores, simulated provider), whatever CCM_BACKEND says.
+    /// Run everything in-process (memory stores, simulated provider), whatever CCM_BACKEND and
+    /// CCM_PROVIDER say.
     #[arg(long)]
     embedded: bool,
 }
@@ -55,6 +59,11 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         lab_keep_per_worker: usize::try_from(s.lablet.keep_wiped_labs_per_worker)
             .unwrap_or(usize::MAX),
         lab_url_template: s.lablet.cml_url_template.clone(),
+        orphan_policy: match s.ec2.orphan_policy {
+            crate::settings::OrphanPolicy::Adopt => ccm_core::runtime::OrphanPolicy::Adopt,
+            crate::settings::OrphanPolicy::Terminate => ccm_core::runtime::OrphanPolicy::Terminate,
+            crate::settings::OrphanPolicy::Ignore => ccm_core::runtime::OrphanPolicy::Ignore,
+        },
         ..RuntimeSettings::default()
     }
 }
@@ -125,7 +134,10 @@ impl Probe for ServeProbe {
 
 /// Runs `ccm serve`.
 pub fn run(args: Args, env_file: &Path) -> anyhow::Result<ExitCode> {
-    let settings = Settings::load(Some(env_file))?;
+    let mut settings = Settings::load(Some(env_file))?;
+    if args.embedded {
+        settings.provider = ProviderKind::Simulated;
+    }
     let backend = if args.embedded {
         Backend::Embedded
     } else {
@@ -249,6 +261,96 @@ fn event_backend(settings: &Settings) -> anyhow::Result<Arc<dyn EventSink>> {
     Ok(Arc::new(LogSink::new()))
 }
 
+/// The regions the EC2 provider watches: `CCM_EC2_REGIONS`, else every enabled template's.
+pub fn ec2_regions(settings: &Settings, templates: &[WorkerTemplate]) -> Vec<String> {
+    if !settings.ec2.regions.is_empty() {
+        return settings.ec2.regions.clone();
+    }
+    let regions: std::collections::BTreeSet<String> = templates
+        .iter()
+        .filter(|t| t.enabled)
+        .flat_map(|t| t.regions.iter().cloned())
+        .collect();
+    regions.into_iter().collect()
+}
+
+/// The EC2 adapter's settings from ccm's.
+#[cfg(feature = "all-adapters")]
+pub fn ec2_config(
+    settings: &Settings,
+    templates: &[WorkerTemplate],
+) -> ccm_adapters::ec2::Ec2Config {
+    use ccm_adapters::ec2::{Ec2Config, RegionSettings, Secret, StaticCredentials};
+    let e = &settings.ec2;
+    let mut cfg = Ec2Config::new(ec2_regions(settings, templates));
+    for (region, net) in cfg.regions.iter_mut() {
+        *net = RegionSettings {
+            subnet_id: e.subnets.get(region).cloned(),
+            security_group_ids: e.security_groups.get(region).cloned().unwrap_or_default(),
+            key_name: e.key_names.get(region).cloned(),
+            instance_profile: e.instance_profiles.get(region).cloned(),
+        };
+    }
+    cfg.endpoint.clone_from(&e.endpoint);
+    cfg.credentials = match (&e.access_key_id, &e.secret_access_key) {
+        (Some(id), Some(secret)) => Some(StaticCredentials {
+            access_key_id: id.clone(),
+            secret_access_key: Secret::new(secret.expose()),
+            session_token: e.session_token.as_ref().map(|t| Secret::new(t.expose())),
+        }),
+        _ => None,
+    };
+    cfg.ami_owners.clone_from(&e.ami_owners);
+    cfg.ami_cache_ttl = e.ami_cache_ttl;
+    cfg
+}
+
+/// The worker provider of `CCM_PROVIDER`.
+async fn provider_backend(
+    settings: &Settings,
+    templates: &[WorkerTemplate],
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<(Arc<dyn WorkerProvider>, String)> {
+    match settings.provider {
+        // Workers are simulated: a boot takes the template's startup minutes of real time.
+        ProviderKind::Simulated => Ok((
+            Arc::new(SimulatedProvider::new(clock)),
+            "simulated".to_string(),
+        )),
+        ProviderKind::Ec2 => ec2_backend(settings, templates).await,
+    }
+}
+
+#[cfg(feature = "all-adapters")]
+async fn ec2_backend(
+    settings: &Settings,
+    templates: &[WorkerTemplate],
+) -> anyhow::Result<(Arc<dyn WorkerProvider>, String)> {
+    let cfg = ec2_config(settings, templates);
+    if cfg.regions.is_empty() {
+        anyhow::bail!(
+            "CCM_PROVIDER=ec2: no region to watch (set CCM_EC2_REGIONS or enable a template)"
+        );
+    }
+    let name = format!(
+        "ec2 {} ({})",
+        cfg.regions.keys().cloned().collect::<Vec<_>>().join(","),
+        cfg.endpoint.as_deref().unwrap_or("AWS endpoints")
+    );
+    let provider = ccm_adapters::ec2::Ec2Provider::connect(cfg).await;
+    Ok((Arc::new(provider), name))
+}
+
+#[cfg(not(feature = "all-adapters"))]
+async fn ec2_backend(
+    _settings: &Settings,
+    _templates: &[WorkerTemplate],
+) -> anyhow::Result<(Arc<dyn WorkerProvider>, String)> {
+    anyhow::bail!(
+        "CCM_PROVIDER=ec2: this ccm was built without the EC2 adapter (feature all-adapters)"
+    )
+}
+
 /// Resolves on SIGINT or SIGTERM (or Ctrl-C where there are no Unix signals).
 async fn shutdown_signal() -> &'static str {
     #[cfg(unix)]
@@ -309,9 +411,8 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
     } else {
         crate::api::artifacts::s3(&settings.artifacts)
     };
-    // ccm ships no real cloud provider: workers are simulated (boot takes the template's
-    // startup minutes of real time).
-    let provider = Arc::new(SimulatedProvider::new(clock.clone()));
+    let (provider, provider_name) = provider_backend(&settings, &templates, clock.clone()).await?;
+    tracing::info!(provider = %provider_name, "worker provider");
     let runtime = Arc::new(
         Runtime::builder()
             .state(state)
@@ -344,7 +445,7 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
     status.set_ready(true);
     // One line on stdout that scripts and tests can wait for.
     println!(
-        "ccm serving on http://{addr} (candidate {}, state {backend_name}, specs {spec_name})",
+        "ccm serving on http://{addr} (candidate {}, state {backend_name}, specs {spec_name}, provider {provider_name})",
         settings.candidate_id
     );
     let signal = shutdown_signal().await;

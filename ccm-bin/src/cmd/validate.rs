@@ -1,8 +1,10 @@
 //! `ccm validate-prereqs`: checks that etcd, S3/MinIO and MongoDB answer with the configured
-//! addresses and credentials, one ✓/✗ line each, and exits non-zero when one fails.
+//! addresses and credentials, one ✓/✗ line each, and exits non-zero when one fails. With
+//! `CCM_PROVIDER=ec2` it also checks EC2 access in every watched region and that each enabled
+//! template's `ami_pattern` matches an image in each of its regions.
 //! ccm does not use Redis (the original did); the output says so.
 
-use crate::settings::Settings;
+use crate::settings::{ProviderKind, Settings};
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -64,7 +66,13 @@ pub fn run(args: Args, env_file: &Path) -> anyhow::Result<ExitCode> {
                 check_mongo(&settings, timeout)
             ),
         );
-        vec![e, s, m]
+        let mut checks = vec![e, s, m];
+        if settings.provider == ProviderKind::Ec2 {
+            // Every region and template is one EC2 call or two; allow for all of them.
+            let budget = timeout * 4;
+            checks.push(bounded(budget, "EC2", ec2_target(&settings), check_ec2(&settings)).await);
+        }
+        checks
     });
     // Dropping the runtime would wait for client background tasks; don't.
     rt.shutdown_background();
@@ -102,6 +110,51 @@ async fn bounded(
         target,
         outcome,
     }
+}
+
+fn ec2_target(s: &Settings) -> String {
+    s.ec2
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| "AWS endpoints".to_string())
+}
+
+#[cfg(feature = "all-adapters")]
+async fn check_ec2(s: &Settings) -> Result<String, String> {
+    use ccm_adapters::ec2::Ec2Provider;
+    let templates = ccm_core::template::load_templates_file(&s.worker_templates_path)
+        .map_err(|e| format!("WORKER_TEMPLATES_CONFIG_PATH: {e}"))?;
+    let cfg = crate::cmd::serve::ec2_config(s, &templates);
+    if cfg.regions.is_empty() {
+        return Err("no region to watch (set CCM_EC2_REGIONS or enable a template)".to_string());
+    }
+    let p = Ec2Provider::connect(cfg).await;
+    let regions: Vec<String> = p.config().regions.keys().cloned().collect();
+    for r in &regions {
+        p.check_access(r)
+            .await
+            .map_err(|e| format!("no EC2 access in {r}: {e}"))?;
+    }
+    let mut images = Vec::new();
+    for t in templates.iter().filter(|t| t.enabled) {
+        for r in &t.regions {
+            let ami = p
+                .resolve_ami(r, &t.ami_pattern)
+                .await
+                .map_err(|e| format!("template {}: {e}", t.name))?;
+            images.push(format!("{}@{r}={}", t.name, ami.name));
+        }
+    }
+    Ok(format!(
+        "access in {}; images {}",
+        regions.join(","),
+        images.join(", ")
+    ))
+}
+
+#[cfg(not(feature = "all-adapters"))]
+async fn check_ec2(_s: &Settings) -> Result<String, String> {
+    Err("this ccm was built without the EC2 adapter (feature all-adapters)".to_string())
 }
 
 fn etcd_target(s: &Settings) -> String {

@@ -22,7 +22,9 @@
 //! #     tokio::runtime::Builder::new_current_thread().build().unwrap().block_on(f) }
 //! ```
 
-use crate::store::{Clock, LaunchRequest, ProviderError, ProviderEvent, WorkerProvider};
+use crate::store::{
+    Clock, LaunchRequest, ManagedInstance, ProviderError, ProviderEvent, WorkerProvider,
+};
 use crate::timeslot::Timestamp;
 use crate::worker::WorkerState;
 use async_trait::async_trait;
@@ -38,6 +40,8 @@ struct Instance {
     provider_id: String,
     state: WorkerState,
     startup: Duration,
+    template: String,
+    region: String,
 }
 
 #[derive(Debug, Default)]
@@ -50,6 +54,8 @@ struct Inner {
     fail_launches: u32,
     fail_all_launches: bool,
     fail_starts: u32,
+    /// Regions refusing launches for lack of capacity.
+    no_capacity: std::collections::BTreeSet<String>,
     launches: u64,
     /// Changes released, waiting for `poll_events`.
     outbox: Vec<ProviderEvent>,
@@ -89,6 +95,17 @@ impl SimulatedProvider {
     /// Every launch is refused while `on` (e.g. no capacity in the region).
     pub fn fail_all_launches(&self, on: bool) {
         self.lock().fail_all_launches = on;
+    }
+
+    /// While `on`, launches in `region` fail with [`ProviderError::Capacity`] (what EC2's
+    /// `InsufficientInstanceCapacity` becomes), other regions unaffected.
+    pub fn no_capacity_in(&self, region: &str, on: bool) {
+        let mut g = self.lock();
+        if on {
+            g.no_capacity.insert(region.to_string());
+        } else {
+            g.no_capacity.remove(region);
+        }
     }
 
     /// The next `n` starts of stopped workers are refused.
@@ -159,6 +176,8 @@ impl SimulatedProvider {
                 provider_id: pid.clone(),
                 state,
                 startup,
+                template: w.template.clone(),
+                region: w.region.clone(),
             },
         );
         if state.is_coming_up() {
@@ -268,15 +287,24 @@ impl WorkerProvider for SimulatedProvider {
                 "injected failure: no capacity",
             ));
         }
+        if g.no_capacity.contains(&req.region) {
+            return Err(ProviderError::Capacity {
+                region: req.region.clone(),
+                template: req.template.name.clone(),
+                reason: "InsufficientInstanceCapacity: injected".to_string(),
+            });
+        }
         if g.fail_launches > 0 {
             g.fail_launches -= 1;
             return Err(refused("launch", &req.worker_id, "injected failure"));
         }
-        if g.instances
+        if let Some(i) = g
+            .instances
             .get(&req.worker_id)
-            .is_some_and(|i| i.state != WorkerState::Terminated)
+            .filter(|i| i.state != WorkerState::Terminated)
         {
-            return Err(refused("launch", &req.worker_id, "already launched"));
+            // A retry of a launch that went through: the same instance, nothing new.
+            return Ok(i.provider_id.clone());
         }
         g.next_id += 1;
         g.launches += 1;
@@ -288,6 +316,8 @@ impl WorkerProvider for SimulatedProvider {
                 provider_id: pid.clone(),
                 state: WorkerState::Pending,
                 startup,
+                template: req.template.name.clone(),
+                region: req.region.clone(),
             },
         );
         Self::schedule(&mut g, &req.worker_id, &pid, WorkerState::Provisioning, now);
@@ -376,6 +406,23 @@ impl WorkerProvider for SimulatedProvider {
         self.release_due();
         std::mem::take(&mut self.lock().outbox)
     }
+
+    async fn list_managed(&self) -> Result<Vec<ManagedInstance>, ProviderError> {
+        self.release_due();
+        Ok(self
+            .lock()
+            .instances
+            .iter()
+            .filter(|(_, i)| i.state != WorkerState::Terminated)
+            .map(|(id, i)| ManagedInstance {
+                worker_id: id.clone(),
+                provider_id: i.provider_id.clone(),
+                template: Some(i.template.clone()),
+                region: i.region.clone(),
+                state: i.state,
+            })
+            .collect())
+    }
 }
 
 #[cfg(test)]
@@ -407,6 +454,44 @@ mod tests {
             template: t.clone(),
             region: "us-east-1".into(),
         }
+    }
+
+    /// Lets the virtual clock run past every boot and shutdown.
+    struct Advance(VirtualClock);
+
+    #[async_trait]
+    impl crate::testkit::provider::Driver for Advance {
+        async fn settle(&self) {
+            self.0.advance(Duration::hours(2));
+        }
+    }
+
+    #[tokio::test]
+    async fn behaviour_suite() {
+        use crate::testkit::provider as suite;
+        let (clock, p, t) = setup();
+        let d = Advance(clock);
+        suite::check_lifecycle(&p, &d, &t, "us-east-1", "life").await;
+        let pid = suite::check_idempotent_launch(&p, &d, &t, "us-east-1", "again").await;
+        assert_eq!(p.launches(), 2, "the retries launched nothing");
+        assert!(pid.starts_with("i-"));
+        suite::check_many(&p, &d, &t, "us-east-1", "many", 30).await;
+        suite::check_two_regions(&p, &d, &t, ["us-east-1", "us-west-2"], "two").await;
+    }
+
+    #[tokio::test]
+    async fn capacity_is_per_region() {
+        let (_clock, p, t) = setup();
+        p.no_capacity_in("us-east-1", true);
+        let e = p.launch(req("w1", &t)).await.unwrap_err();
+        assert!(e.is_capacity(), "{e}");
+        assert!(e.to_string().contains("us-east-1"), "{e}");
+        let mut other = req("w1", &t);
+        other.region = "us-west-2".into();
+        p.launch(other).await.unwrap();
+        p.no_capacity_in("us-east-1", false);
+        p.launch(req("w2", &t)).await.unwrap();
+        assert_eq!(p.launches(), 2);
     }
 
     #[tokio::test]

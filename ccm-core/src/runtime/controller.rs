@@ -53,6 +53,10 @@ pub struct Controller {
     previous: Mutex<Vec<PriorAssignment>>,
     /// Sessions the plan could not serve that were already logged (logged once each).
     unserved_logged: Mutex<std::collections::BTreeSet<String>>,
+    /// (template, region) pairs that refused a launch for lack of capacity, until when.
+    unavailable: Mutex<BTreeMap<(String, String), Timestamp>>,
+    /// Fence token of the leadership term whose fleet was reconciled with the provider.
+    fleet_term: Mutex<Option<crate::store::Revision>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -122,6 +126,13 @@ fn scaling_event(
     )
 }
 
+/// Minutes after its launch during which a worker whose instance the provider does not list
+/// is not taken for lost (listings can lag a launch).
+pub const ADOPTION_GRACE_MINUTES: i64 = 5;
+
+/// Minutes a template's region is avoided after it refused a launch for lack of capacity.
+pub const CAPACITY_BACKOFF_MINUTES: i64 = 15;
+
 fn is_lost_state(s: WorkerState) -> bool {
     matches!(
         s,
@@ -147,6 +158,8 @@ impl Controller {
             labs,
             previous: Mutex::new(Vec::new()),
             unserved_logged: Mutex::new(std::collections::BTreeSet::new()),
+            unavailable: Mutex::new(BTreeMap::new()),
+            fleet_term: Mutex::new(None),
         }
     }
 
@@ -175,6 +188,22 @@ impl Controller {
 
     async fn pass(&self, fence: &Fence, now: Timestamp) -> Result<ControllerReport, RuntimeError> {
         let mut report = ControllerReport::default();
+        let new_term = {
+            let mut g = self.fleet_term.lock().unwrap_or_else(|p| p.into_inner());
+            let new = *g != Some(fence.token);
+            *g = Some(fence.token);
+            new
+        };
+        if new_term {
+            match self.reconcile_fleet(fence, now, &mut report).await {
+                Ok(()) => {}
+                Err(e @ RuntimeError::NotLeader { .. }) => return Err(e),
+                Err(e) => {
+                    tracing::warn!(error = %e, "fleet reconciliation failed; retried next pass");
+                    *self.fleet_term.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+            }
+        }
         for ev in self.provider.poll_events().await {
             self.apply_event(fence, &ev, &mut report).await?;
         }
@@ -185,7 +214,7 @@ impl Controller {
         if self.requeue_lost(fence, &snap, now, &mut report).await? {
             snap = snapshot::load(&self.ctx).await?;
         }
-        let templates = self.ctx.spec.list_templates().await?;
+        let templates = self.without_unavailable(self.ctx.spec.list_templates().await?, now);
         let actions = match self.ctx.settings.scaling {
             ScalingMode::Reactive => policy::decide(now, &snap, &templates, &self.ctx.settings),
             ScalingMode::Planner => {
@@ -211,6 +240,137 @@ impl Controller {
             }
         }
         Ok(report)
+    }
+
+    /// Once per leadership term (a start-up, a failover): the provider's instances tagged as
+    /// ccm's against the worker records. A recorded worker takes its instance's id and state; an
+    /// instance without a record is adopted, terminated or left alone by
+    /// [`super::OrphanPolicy`]; a record whose instance is gone (launched more than
+    /// [`ADOPTION_GRACE_MINUTES`] ago) is marked TERMINATED, so its sessions requeue.
+    async fn reconcile_fleet(
+        &self,
+        fence: &Fence,
+        now: Timestamp,
+        report: &mut ControllerReport,
+    ) -> Result<(), RuntimeError> {
+        let managed = self.provider.list_managed().await?;
+        let snap = snapshot::load(&self.ctx).await?;
+        let templates = self.ctx.spec.list_templates().await?;
+        let mut live = std::collections::BTreeSet::new();
+        for m in &managed {
+            live.insert(m.worker_id.clone());
+            if let Some(w) = snap.workers.get(&m.worker_id) {
+                // A draining worker runs as far as the cloud knows.
+                let same = w.value.state == m.state
+                    || (w.value.state == WorkerState::Draining && m.state == WorkerState::Running);
+                if same && w.value.provider_id.as_deref() == Some(m.provider_id.as_str()) {
+                    continue;
+                }
+                let target = if same { w.value.state } else { m.state };
+                let ev = ProviderEvent {
+                    worker_id: m.worker_id.clone(),
+                    provider_id: m.provider_id.clone(),
+                    state: target,
+                    at: now,
+                };
+                self.apply_event(fence, &ev, report).await?;
+                continue;
+            }
+            self.orphan(fence, m, &templates, now).await?;
+        }
+        for v in snap.workers.values() {
+            let w = &v.value;
+            let recent = w
+                .launched_at
+                .is_some_and(|t| now - t < chrono::Duration::minutes(ADOPTION_GRACE_MINUTES));
+            if live.contains(&w.id)
+                || w.provider_id.is_none()
+                || recent
+                || matches!(w.state, WorkerState::Terminated | WorkerState::Unknown)
+            {
+                continue;
+            }
+            tracing::warn!(worker = %w.id, provider_id = ?w.provider_id, "the worker's instance is gone");
+            let ev = ProviderEvent {
+                worker_id: w.id.clone(),
+                provider_id: w.provider_id.clone().unwrap_or_default(),
+                state: WorkerState::Terminated,
+                at: now,
+            };
+            self.apply_event(fence, &ev, report).await?;
+        }
+        Ok(())
+    }
+
+    /// An instance tagged as ccm's with no worker record, handled by the orphan policy.
+    async fn orphan(
+        &self,
+        fence: &Fence,
+        m: &crate::store::ManagedInstance,
+        templates: &[crate::template::WorkerTemplate],
+        now: Timestamp,
+    ) -> Result<(), RuntimeError> {
+        use super::OrphanPolicy;
+        match self.ctx.settings.orphan_policy {
+            OrphanPolicy::Ignore => {
+                tracing::warn!(worker = %m.worker_id, instance = %m.provider_id, "instance tagged as ccm's has no record; left alone");
+                Ok(())
+            }
+            OrphanPolicy::Terminate => {
+                tracing::warn!(worker = %m.worker_id, instance = %m.provider_id, "instance tagged as ccm's has no record; terminating it");
+                self.provider.terminate(&m.worker_id).await?;
+                Ok(())
+            }
+            OrphanPolicy::Adopt => {
+                let Some(t) = m
+                    .template
+                    .as_ref()
+                    .and_then(|name| templates.iter().find(|t| &t.name == name))
+                else {
+                    tracing::warn!(worker = %m.worker_id, template = ?m.template, "orphan instance of an unknown template; left alone");
+                    return Ok(());
+                };
+                let state = match m.state {
+                    WorkerState::Terminating | WorkerState::Terminated => return Ok(()),
+                    s => s,
+                };
+                let mut w = Worker::from_template(
+                    m.worker_id.clone(),
+                    t,
+                    m.region.clone(),
+                    state,
+                    template_cml_version(t),
+                    template_ami_name(t),
+                );
+                w.provider_id = Some(m.provider_id.clone());
+                w.launched_at = Some(now);
+                if state == WorkerState::Running {
+                    w.ready_at = Some(now);
+                    w.last_activity_at = Some(now);
+                }
+                if state == WorkerState::Stopped {
+                    w.stopped_at = Some(now);
+                }
+                let key = self.ctx.keys.worker(&w.id);
+                let write = Write {
+                    value: Some(codec::encode(&key, &w)?),
+                    key,
+                    expect: 0,
+                };
+                if let Commit::Done(_) = self.ctx.commit(fence, vec![write]).await? {
+                    tracing::info!(worker = %w.id, instance = %m.provider_id, region = %m.region, state = %state, "orphan instance adopted");
+                    self.ctx.metrics.adopted();
+                    if let Some(e) = CcmEvent::worker(
+                        &w,
+                        None,
+                        "adopted: an instance tagged as ccm's without a record",
+                    ) {
+                        self.ctx.emit(e, now).await;
+                    }
+                }
+                Ok(())
+            }
+        }
     }
 
     /// The cost of the last plan (carried by the scaling events it causes).
@@ -595,72 +755,16 @@ impl Controller {
                         "template {template} vanished"
                     )));
                 };
-                let mut w = Worker::from_template(
-                    worker_id.clone(),
+                self.launch_with_fallback(
+                    fence,
                     t,
-                    region.clone(),
-                    WorkerState::Pending,
-                    template_cml_version(t),
-                    template_ami_name(t),
-                );
-                w.node_definitions = node_definitions.clone();
-                w.launched_at = Some(now);
-                w.boot_started_at = Some(now);
-                let key = ctx.keys.worker(worker_id);
-                let write = Write {
-                    value: Some(codec::encode(&key, &w)?),
-                    key: key.clone(),
-                    expect: 0,
-                };
-                let Commit::Done(rev) = ctx.commit(fence, vec![write]).await? else {
-                    return Ok(false);
-                };
-                ctx.emit(
-                    scaling_event(
-                        ScalingDirection::Up,
-                        ScalingPhase::Requested,
-                        &w,
-                        reason.clone(),
-                        self.plan_cost(),
-                    ),
+                    worker_id,
+                    region,
+                    node_definitions,
+                    reason,
                     now,
                 )
-                .await;
-                let req = LaunchRequest {
-                    worker_id: worker_id.clone(),
-                    template: t.clone(),
-                    region: region.clone(),
-                };
-                match self.provider.launch(req).await {
-                    Ok(pid) => {
-                        ctx.metrics.launched();
-                        let mut launched = w.clone();
-                        launched.provider_id = Some(pid.clone());
-                        if let Some(e) = CcmEvent::worker(&launched, None, reason.clone()) {
-                            ctx.emit(e, now).await;
-                        }
-                        self.update_worker(fence, worker_id, |w| {
-                            let changed = w.provider_id.is_none();
-                            if changed {
-                                w.provider_id = Some(pid.clone());
-                            }
-                            Ok(changed)
-                        })
-                        .await?;
-                        Ok(true)
-                    }
-                    Err(e) => {
-                        ctx.metrics.launch_failed();
-                        // Forget the record so the next pass can try again.
-                        let write = Write {
-                            key,
-                            value: None,
-                            expect: rev,
-                        };
-                        ctx.commit(fence, vec![write]).await?;
-                        Err(e.into())
-                    }
-                }
+                .await
             }
             ScalingAction::Start { worker_id, .. } => {
                 self.provider.start(worker_id).await?;
@@ -717,6 +821,174 @@ impl Controller {
                     }
                     Err(e) => Err(e.into()),
                 }
+            }
+        }
+    }
+
+    /// The templates as planning should see them at `now`: the regions that refused a launch
+    /// of the template for lack of capacity within [`CAPACITY_BACKOFF_MINUTES`] are left out,
+    /// so new workers go to the template's other regions or to another template (workers that
+    /// exist are not affected).
+    fn without_unavailable(
+        &self,
+        mut templates: Vec<crate::template::WorkerTemplate>,
+        now: Timestamp,
+    ) -> Vec<crate::template::WorkerTemplate> {
+        let mut g = self.unavailable.lock().unwrap_or_else(|p| p.into_inner());
+        g.retain(|_, until| *until > now);
+        if !g.is_empty() {
+            for t in &mut templates {
+                t.regions
+                    .retain(|r| !g.contains_key(&(t.name.clone(), r.clone())));
+            }
+        }
+        templates
+    }
+
+    /// Launches `worker_id` of template `t`, in `region` unless that region is marked out of
+    /// capacity for the template: then, and after a [`ProviderError::Capacity`] refusal, in the
+    /// template's next region. A refused region is avoided for [`CAPACITY_BACKOFF_MINUTES`];
+    /// each refusal is counted (`launch_capacity_refusals_total`) and the next region's
+    /// scale-up event says why it was chosen.
+    #[allow(clippy::too_many_arguments)]
+    async fn launch_with_fallback(
+        &self,
+        fence: &Fence,
+        t: &crate::template::WorkerTemplate,
+        worker_id: &str,
+        region: &str,
+        node_definitions: &std::collections::BTreeSet<String>,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<bool, RuntimeError> {
+        let mut order: Vec<String> = vec![region.to_string()];
+        order.extend(t.regions.iter().filter(|r| r.as_str() != region).cloned());
+        let available: Vec<String> = {
+            let mut g = self.unavailable.lock().unwrap_or_else(|p| p.into_inner());
+            g.retain(|_, until| *until > now);
+            order
+                .into_iter()
+                .filter(|r| !g.contains_key(&(t.name.clone(), r.clone())))
+                .collect()
+        };
+        if available.is_empty() {
+            return Err(RuntimeError::Provider(ProviderError::Capacity {
+                region: t.regions.join(","),
+                template: t.name.clone(),
+                reason: "every region of the template refused for lack of capacity recently"
+                    .to_string(),
+            }));
+        }
+        let mut why = reason.to_string();
+        let mut last = None;
+        for r in available {
+            match self
+                .launch_in(fence, t, worker_id, &r, node_definitions, &why, now)
+                .await?
+            {
+                Ok(done) => return Ok(done),
+                Err(e @ ProviderError::Capacity { .. }) => {
+                    tracing::warn!(worker = worker_id, template = %t.name, region = %r, error = %e, "no capacity; the region is avoided for a while");
+                    self.ctx.metrics.capacity_refused();
+                    self.unavailable
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(
+                            (t.name.clone(), r.clone()),
+                            now + chrono::Duration::minutes(CAPACITY_BACKOFF_MINUTES),
+                        );
+                    why = format!("{reason} (fallback: {e})");
+                    last = Some(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(last
+            .map(RuntimeError::Provider)
+            .unwrap_or_else(|| RuntimeError::Config("no region to launch in".to_string())))
+    }
+
+    /// Writes the PENDING record of `worker_id` in `region`, announces it and asks the provider
+    /// to launch it; a refused launch removes the record again. The provider's refusal is the
+    /// inner error.
+    #[allow(clippy::too_many_arguments)]
+    async fn launch_in(
+        &self,
+        fence: &Fence,
+        t: &crate::template::WorkerTemplate,
+        worker_id: &str,
+        region: &str,
+        node_definitions: &std::collections::BTreeSet<String>,
+        reason: &str,
+        now: Timestamp,
+    ) -> Result<Result<bool, ProviderError>, RuntimeError> {
+        let ctx = &self.ctx;
+        let worker_id = &worker_id.to_string();
+        let region = &region.to_string();
+        let mut w = Worker::from_template(
+            worker_id.clone(),
+            t,
+            region.clone(),
+            WorkerState::Pending,
+            template_cml_version(t),
+            template_ami_name(t),
+        );
+        w.node_definitions = node_definitions.clone();
+        w.launched_at = Some(now);
+        w.boot_started_at = Some(now);
+        let key = ctx.keys.worker(worker_id);
+        let write = Write {
+            value: Some(codec::encode(&key, &w)?),
+            key: key.clone(),
+            expect: 0,
+        };
+        let Commit::Done(rev) = ctx.commit(fence, vec![write]).await? else {
+            return Ok(Ok(false));
+        };
+        ctx.emit(
+            scaling_event(
+                ScalingDirection::Up,
+                ScalingPhase::Requested,
+                &w,
+                reason,
+                self.plan_cost(),
+            ),
+            now,
+        )
+        .await;
+        let req = LaunchRequest {
+            worker_id: worker_id.clone(),
+            template: t.clone(),
+            region: region.clone(),
+        };
+        match self.provider.launch(req).await {
+            Ok(pid) => {
+                ctx.metrics.launched();
+                let mut launched = w.clone();
+                launched.provider_id = Some(pid.clone());
+                if let Some(e) = CcmEvent::worker(&launched, None, reason) {
+                    ctx.emit(e, now).await;
+                }
+                self.update_worker(fence, worker_id, |w| {
+                    let changed = w.provider_id.is_none();
+                    if changed {
+                        w.provider_id = Some(pid.clone());
+                    }
+                    Ok(changed)
+                })
+                .await?;
+                Ok(Ok(true))
+            }
+            Err(e) => {
+                ctx.metrics.launch_failed();
+                // Forget the record so the next pass (or the next region) can try again.
+                let write = Write {
+                    key,
+                    value: None,
+                    expect: rev,
+                };
+                ctx.commit(fence, vec![write]).await?;
+                Ok(Err(e))
             }
         }
     }

@@ -16,6 +16,8 @@ pub struct Metrics {
     fence_rejections: AtomicU64,
     launches: AtomicU64,
     launch_failures: AtomicU64,
+    capacity_refusals: AtomicU64,
+    adopted: AtomicU64,
     drains: AtomicU64,
     stops: AtomicU64,
     workers_lost: AtomicU64,
@@ -74,6 +76,11 @@ pub struct MetricsSnapshot {
     pub launches_total: u64,
     /// Launches the provider refused.
     pub launch_failures_total: u64,
+    /// Launches refused for lack of capacity in the region (the template's next region is
+    /// tried).
+    pub launch_capacity_refusals_total: u64,
+    /// Instances tagged as ccm's found without a worker record and adopted.
+    pub workers_adopted_total: u64,
     /// Drains started.
     pub drains_total: u64,
     /// Stops requested.
@@ -167,6 +174,12 @@ impl Metrics {
     }
     pub(crate) fn launch_failed(&self) {
         add(&self.launch_failures, 1);
+    }
+    pub(crate) fn capacity_refused(&self) {
+        add(&self.capacity_refusals, 1);
+    }
+    pub(crate) fn adopted(&self) {
+        add(&self.adopted, 1);
     }
     pub(crate) fn drained(&self) {
         add(&self.drains, 1);
@@ -277,6 +290,8 @@ impl Metrics {
             fence_rejections_total: g(&self.fence_rejections),
             launches_total: g(&self.launches),
             launch_failures_total: g(&self.launch_failures),
+            launch_capacity_refusals_total: g(&self.capacity_refusals),
+            workers_adopted_total: g(&self.adopted),
             drains_total: g(&self.drains),
             stops_total: g(&self.stops),
             workers_lost_total: g(&self.workers_lost),
@@ -369,6 +384,16 @@ impl MetricsSnapshot {
             "launch_failures_total",
             "Launches the provider refused.",
             self.launch_failures_total,
+        );
+        counter(
+            "launch_capacity_refusals_total",
+            "Launches refused for lack of capacity in the region.",
+            self.launch_capacity_refusals_total,
+        );
+        counter(
+            "workers_adopted_total",
+            "Instances tagged as ccm's adopted without a worker record.",
+            self.workers_adopted_total,
         );
         counter("drains_total", "Worker drains started.", self.drains_total);
         counter("stops_total", "Worker stops requested.", self.stops_total);

@@ -41,7 +41,7 @@ pub use metrics::{Metrics, MetricsSnapshot, PhaseDuration};
 pub use planning::{due_actions, plan_input, PlanSummary};
 pub use policy::ScalingAction;
 pub use scheduler::{Binding, Scheduler, SchedulerReport};
-pub use settings::{RuntimeSettings, ScalingMode};
+pub use settings::{OrphanPolicy, RuntimeSettings, ScalingMode};
 pub use snapshot::{StateSnapshot, Versioned};
 
 /// The scheduler's election name.

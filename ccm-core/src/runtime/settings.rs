@@ -76,6 +76,22 @@ pub struct RuntimeSettings {
     /// `LABLET_CML_URL_TEMPLATE` (`https://{worker}`): a worker's CML base URL; `{worker}`
     /// becomes the worker id, `{provider_id}` the cloud instance id.
     pub lab_url_template: String,
+    /// `CCM_EC2_ORPHAN_POLICY` (adopt): what the controller does, when it takes the lead, with
+    /// an instance tagged as ccm's that has no worker record.
+    pub orphan_policy: OrphanPolicy,
+}
+
+/// What to do with an instance the provider runs for ccm that has no worker record (a launch
+/// whose record was lost, a fleet from before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OrphanPolicy {
+    /// Write a record for it: it joins the fleet.
+    #[default]
+    Adopt,
+    /// Terminate it.
+    Terminate,
+    /// Leave it alone (logged).
+    Ignore,
 }
 
 /// How the controller decides what to launch, drain and stop.
@@ -141,6 +157,7 @@ impl Default for RuntimeSettings {
             lab_boot_timeout: chrono::Duration::minutes(30),
             lab_keep_per_worker: 4,
             lab_url_template: "https://{worker}".into(),
+            orphan_policy: OrphanPolicy::Adopt,
         }
     }
 }

@@ -21,7 +21,7 @@ pub use lab::{
     NodeInfo, NodeState, SystemInfo,
 };
 pub use leader::{Fence, LeaderElector, LeaderInfo, Leadership};
-pub use provider::{LaunchRequest, ProviderError, ProviderEvent, WorkerProvider};
+pub use provider::{LaunchRequest, ManagedInstance, ProviderError, ProviderEvent, WorkerProvider};
 pub use spec::{AuditEvent, AuditQuery, RegisterOutcome, SeedReport, SpecError, SpecStore};
 pub use state::{
     CmpOp, Compare, KeyValue, LeaseId, ListResponse, Revision, StateStore, StoreError, Txn, TxnOp,

@@ -3,5 +3,6 @@
 
 pub mod artifact;
 pub mod lab;
+pub mod provider;
 pub mod spec;
 pub mod state;
