@@ -971,6 +971,18 @@ fn build_plan(
         .map(|s| s.id)
         .collect();
     let mut fits_of: Vec<Option<Vec<usize>>> = vec![None; ctx.rclasses.len()];
+    let billed_until: BTreeMap<&str, i64> = workers
+        .iter()
+        .map(|w| {
+            let until = w
+                .runs
+                .iter()
+                .map(|r| r.stop_at.timestamp())
+                .max()
+                .unwrap_or(now);
+            (w.id.as_str(), until)
+        })
+        .collect();
     for s in sess {
         if let Some(p) = prior.get(s.id) {
             match s.worker {
@@ -1005,10 +1017,19 @@ fn build_plan(
                 fits.push(t);
             }
         }
+        // A bound session on a worker that is stopped before it ends (a drain past its
+        // timeout) is billed only while that worker runs: the bound must not charge more.
+        let end = if s.bound {
+            billed_until
+                .get(pw.id.as_str())
+                .map_or(s.b, |&until| s.b.min(until))
+        } else {
+            s.b
+        };
         demands.push(Demand {
             need: [s.need[0], s.need[1], s.need[2], s.need[3]],
             start: s.a,
-            end: s.b,
+            end,
             fits,
         });
     }
