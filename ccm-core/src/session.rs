@@ -220,6 +220,11 @@ pub struct LabProgress {
     /// The lab was deleted at the end (beyond the per-worker keep limit).
     #[serde(default)]
     pub deleted: bool,
+    /// When the last import under [`LabProgress::title`] was sent and its outcome is not
+    /// recorded yet. A leader that finds this (its predecessor died mid-import) waits up to the
+    /// import timeout for the lab to appear before it imports again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_started_at: Option<Timestamp>,
 }
 
 impl LabProgress {

@@ -434,6 +434,61 @@ async fn a_standby_adopts_the_lab_a_dead_leader_imported_without_recording_it() 
 }
 
 #[tokio::test]
+async fn a_standby_waits_for_an_import_a_dead_leader_left_under_way() {
+    // A slow import (10 min) outlives the leader's lease (5 min): CML finishes it after the
+    // leader died and the standby took over.
+    let lw = LabWorld::new(LabTimings {
+        import: std::time::Duration::from_secs(600),
+        ..LabTimings::realistic()
+    })
+    .await;
+    lw.w.add_worker("w1").await;
+    lw.w.add_session("s1", None).await;
+    let with_timeout = |c: &str| RuntimeSettings {
+        lab_import_timeout: Duration::minutes(15),
+        ..LabWorld::settings(c)
+    };
+    let a = lw.runtime(with_timeout("a"));
+    let b = lw.runtime(with_timeout("b"));
+    step_until(&lw, &a, "s1", 10, |s| {
+        s.lab
+            .as_ref()
+            .is_some_and(|p| p.import_started_at.is_some())
+    })
+    .await;
+    settle().await;
+    assert_eq!(lw.labs.calls(LabCall::Import), 1, "the import was sent");
+    // The leader dies 30 s into the import (no resign); CML goes on importing.
+    lw.w.clock.advance(Duration::seconds(30));
+    settle().await;
+    drop(a);
+    // The standby leads once the lease ran out, long before the import is done, and must not
+    // send a second one while the first may still arrive.
+    let mut led = false;
+    for _ in 0..30 {
+        b.step().await.unwrap();
+        settle().await;
+        led |= b.leadership().lab;
+        let s = lw.w.session("s1").await;
+        if matches!(s.state, SessionState::Ready | SessionState::Running) {
+            break;
+        }
+        lw.w.clock.advance(Duration::minutes(1));
+    }
+    assert!(led, "the standby took the lead");
+    let s = lw.w.session("s1").await;
+    assert!(
+        matches!(s.state, SessionState::Ready | SessionState::Running),
+        "{s:?}"
+    );
+    assert_eq!(lw.labs.calls(LabCall::Import), 1, "no second import");
+    assert_eq!(lw.labs.labs_on("w1").len(), 1);
+    assert_eq!(b.metrics().lab_adoptions_total, 1, "found by its title");
+    assert!(s.lab.unwrap().import_started_at.is_none());
+    check_history(&lw.w.session("s1").await).unwrap();
+}
+
+#[tokio::test]
 async fn a_standby_resumes_a_booting_lab_without_importing_again() {
     let lw = LabWorld::new(LabTimings::realistic()).await;
     lw.w.add_worker("w1").await;

@@ -86,6 +86,9 @@ struct SimNode {
 
 #[derive(Debug, Clone)]
 struct SimLab {
+    /// When CML finishes the import: the lab is invisible before (an import runs on the server
+    /// whether or not the caller still waits for its answer).
+    appears_at: Timestamp,
     title: String,
     nodes: Vec<SimNode>,
     /// (from, state) of every node, in time order; the first entry is at or before now.
@@ -328,6 +331,7 @@ impl SimulatedLabs {
             .workers
             .get_mut(&at.worker_id)
             .and_then(|w| w.labs.get_mut(lab))
+            .filter(|l| l.appears_at <= now)
             .ok_or_else(|| not_found(call, at, format!("lab {lab}")))?;
         f(l, now)
     }
@@ -336,6 +340,7 @@ impl SimulatedLabs {
 fn summaries(w: &SimWorker, now: Timestamp) -> Vec<LabSummary> {
     w.labs
         .iter()
+        .filter(|(_, l)| l.appears_at <= now)
         .map(|(id, l)| LabSummary {
             id: id.clone(),
             title: l.title.clone(),
@@ -469,33 +474,37 @@ impl LabRuntime for SimulatedLabs {
         let call = LabCall::Import;
         let lose = self.enter(call, at)?;
         let nodes = parse_nodes(call, at, yaml)?;
+        // CML takes the import at once and finishes it `import` later, even when the caller
+        // gives up waiting (or dies) meanwhile.
         let done = self.clock.now() + chrono(self.timings().import);
-        self.clock.sleep_until(done).await;
-        let now = self.clock.now();
-        let mut g = self.lock();
-        g.next_lab += 1;
-        g.imports += 1;
-        let n = g.next_lab;
-        let id = LabId(format!("{n:08x}-0000-4000-8000-{:012x}", n));
-        let lab = SimLab {
-            title: title.to_string(),
-            nodes: nodes
-                .into_iter()
-                .enumerate()
-                .map(|(i, (label, tags))| SimNode {
-                    id: NodeId(format!("{n:08x}-{i:04x}-4000-8000-00000000000d")),
-                    label,
-                    tags,
-                })
-                .collect(),
-            timeline: vec![(now, NodeState::DefinedOnCore)],
+        let id = {
+            let mut g = self.lock();
+            g.next_lab += 1;
+            g.imports += 1;
+            let n = g.next_lab;
+            let id = LabId(format!("{n:08x}-0000-4000-8000-{:012x}", n));
+            let lab = SimLab {
+                appears_at: done,
+                title: title.to_string(),
+                nodes: nodes
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (label, tags))| SimNode {
+                        id: NodeId(format!("{n:08x}-{i:04x}-4000-8000-00000000000d")),
+                        label,
+                        tags,
+                    })
+                    .collect(),
+                timeline: vec![(done, NodeState::DefinedOnCore)],
+            };
+            g.workers
+                .entry(at.worker_id.clone())
+                .or_default()
+                .labs
+                .insert(id.clone(), lab);
+            id
         };
-        g.workers
-            .entry(at.worker_id.clone())
-            .or_default()
-            .labs
-            .insert(id.clone(), lab);
-        drop(g);
+        self.clock.sleep_until(done).await;
         Self::leave(call, at, lose, id)
     }
 

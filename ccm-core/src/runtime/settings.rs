@@ -70,6 +70,9 @@ pub struct RuntimeSettings {
     /// `LABLET_BOOT_TIMEOUT_MINUTES` (30 min): an instantiation not READY this long after it
     /// began fails.
     pub lab_boot_timeout: chrono::Duration,
+    /// `CML_IMPORT_TIMEOUT_SECONDS` (180 s): how long an import may take; a new leader waits
+    /// this long after an import it did not see finish before it imports again.
+    pub lab_import_timeout: chrono::Duration,
     /// `LABLET_KEEP_WIPED_LABS_PER_WORKER` (4): wiped labs kept on a worker for reuse; a lab
     /// wiped beyond this is deleted.
     pub lab_keep_per_worker: usize,
@@ -155,6 +158,7 @@ impl Default for RuntimeSettings {
             lab_retry_backoff_max: chrono::Duration::seconds(300),
             lab_max_attempts: 5,
             lab_boot_timeout: chrono::Duration::minutes(30),
+            lab_import_timeout: chrono::Duration::seconds(180),
             lab_keep_per_worker: 4,
             lab_url_template: "https://{worker}".into(),
             orphan_policy: OrphanPolicy::Adopt,

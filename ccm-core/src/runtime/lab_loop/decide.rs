@@ -258,7 +258,7 @@ pub fn decide(
             }
             let step = p.map_or(LabStep::Acquire, |p| p.step);
             match p.and_then(|p| p.lab_id.as_ref()) {
-                None => acquire(s, known),
+                None => acquire(s, known, now, settings),
                 Some(_) => match known.own {
                     None => LabAction::Wait {
                         until: None,
@@ -323,10 +323,22 @@ pub fn decide(
     }
 }
 
-fn acquire(s: &LabletSession, known: LabsKnown<'_>) -> LabAction {
+fn acquire(
+    s: &LabletSession,
+    known: LabsKnown<'_>,
+    now: Timestamp,
+    settings: &RuntimeSettings,
+) -> LabAction {
     let Some(p) = s.lab.as_ref() else {
         return LabAction::Import;
     };
+    // An import sent by an earlier leader whose outcome nobody recorded may still be under
+    // way: its lab appears under the title when CML finishes. Import again only after the
+    // import timeout.
+    let pending_import = p
+        .import_started_at
+        .map(|at| crate::timeslot::saturating_add(at, settings.lab_import_timeout))
+        .filter(|until| now < *until);
     match known.labs {
         None => LabAction::Wait {
             until: None,
@@ -350,6 +362,12 @@ fn acquire(s: &LabletSession, known: LabsKnown<'_>) -> LabAction {
                             == Some(s.definition_id.as_str())
                 })
                 .min_by(|a, b| a.id.cmp(&b.id));
+            if let Some(until) = pending_import {
+                return LabAction::Wait {
+                    until: Some(until),
+                    why: "an earlier import may still be under way",
+                };
+            }
             match spare {
                 Some(l) => LabAction::Reuse {
                     lab_id: l.id.0.clone(),

@@ -269,6 +269,7 @@ fn progress(s: &mut LabletSession) -> &mut LabProgress {
         retry_at: None,
         last_error: String::new(),
         deleted: false,
+        import_started_at: None,
     })
 }
 
@@ -557,16 +558,18 @@ impl LabLoop {
                 let Some(ep) = endpoint else {
                     return Ok(None);
                 };
-                // The title is in the record before the import starts (a crash after the
-                // import is then found by title, never imported twice).
+                // The title and the start of the import are in the record before the import
+                // is sent: a leader after a crash finds the lab by title, and waits for an
+                // import still under way instead of sending a second one.
                 if s.lab.as_ref().is_none_or(|p| p.step != LabStep::Acquire) {
                     advance(&mut next, LabStep::Acquire);
-                    match sh.write(fence, &next, rev, None).await? {
-                        Commit::Done(_) => {}
-                        _ => {
-                            report.conflicts += 1;
-                            return Ok(None);
-                        }
+                }
+                progress(&mut next).import_started_at = Some(now);
+                match sh.write(fence, &next, rev, None).await? {
+                    Commit::Done(_) => {}
+                    _ => {
+                        report.conflicts += 1;
+                        return Ok(None);
                     }
                 }
                 self.spawn_import(fence, next, ep);
@@ -576,6 +579,7 @@ impl LabLoop {
             LabAction::Adopt { lab_id } => {
                 let p = progress(&mut next);
                 p.lab_id = Some(lab_id.clone());
+                p.import_started_at = None;
                 advance(&mut next, LabStep::Prepare);
                 ctx.metrics.lab_adopted();
                 report.adopted.push((s.id.clone(), lab_id));
@@ -583,6 +587,7 @@ impl LabLoop {
             LabAction::Reuse { lab_id } => {
                 let p = progress(&mut next);
                 p.lab_id = Some(lab_id.clone());
+                p.import_started_at = None;
                 p.reused = true;
                 advance(&mut next, LabStep::Prepare);
                 reused = true;
@@ -843,6 +848,7 @@ impl LabLoop {
                             return false;
                         }
                         p.lab_id = Some(lab.clone());
+                        p.import_started_at = None;
                         if rec.state == SessionState::Instantiating {
                             advance(rec, LabStep::Prepare);
                         }
@@ -858,6 +864,9 @@ impl LabLoop {
                             || rec.lab.as_ref().is_none_or(|p| p.lab_id.is_some())
                         {
                             return false;
+                        }
+                        if let Some(p) = rec.lab.as_mut() {
+                            p.import_started_at = None;
                         }
                         failed(rec, why, now, &settings);
                         true
