@@ -92,6 +92,44 @@ pub enum ProviderKind {
     Ec2,
 }
 
+/// Which lab side (the workers' CML) `ccm serve` drives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LabRuntimeKind {
+    /// In-process simulated CML controllers (imports, boots and stops take realistic time).
+    Simulated,
+    /// The workers' CML controllers over their REST API.
+    Cml,
+    /// No lab side: the lab loop does not run (sessions stay SCHEDULED once bound).
+    None,
+}
+
+/// How ccm talks to the workers' CML controllers (`CCM_LAB_RUNTIME`, `CML_*`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmlSettings {
+    /// `CCM_LAB_RUNTIME`: `simulated`, `cml` or `none` (default `cml` with `CCM_PROVIDER=ec2`,
+    /// else `simulated`).
+    pub runtime: LabRuntimeKind,
+    /// `CML_USERNAME`: the CML user of every worker without its own entry.
+    pub username: Option<String>,
+    /// `CML_PASSWORD` (goes with the user name).
+    pub password: Option<Secret>,
+    /// `CML_WORKER_CREDENTIALS_FILE`: a YAML map `worker-id: {username, password}` of
+    /// per-worker credentials (read when `ccm serve` starts).
+    pub worker_credentials_file: Option<PathBuf>,
+    /// `CML_CA_FILE`: PEM CA certificates that signed the controllers' certificates.
+    pub ca_file: Option<PathBuf>,
+    /// `CML_INSECURE_SKIP_VERIFY` (default false): do not check certificates at all.
+    pub insecure_skip_verify: bool,
+    /// `CML_ALLOW_HTTP` (default false): allow `http://` controller URLs.
+    pub allow_http: bool,
+    /// `CML_REQUEST_TIMEOUT_SECONDS` (default 30).
+    pub request_timeout: Duration,
+    /// `CML_IMPORT_TIMEOUT_SECONDS` (default 180).
+    pub import_timeout: Duration,
+    /// `CML_RETRIES` (default 3): retries after a 5xx answer or a connection failure.
+    pub retries: u32,
+}
+
 /// What to do with an instance tagged as ccm's that has no worker record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrphanPolicy {
@@ -132,6 +170,9 @@ pub struct Ec2Settings {
     pub ami_cache_ttl: Duration,
     /// `CCM_EC2_ORPHAN_POLICY`: `adopt` (default), `terminate` or `ignore`.
     pub orphan_policy: OrphanPolicy,
+    /// `CCM_EC2_FLEET` (default `ccm`): the `ManagedBy` tag value of this fleet's instances;
+    /// only those are listed and adopted.
+    pub fleet: String,
 }
 
 /// A bad setting: which variable, what was expected, and what was given (hidden for secrets).
@@ -306,6 +347,8 @@ pub struct Settings {
     pub provider: ProviderKind,
     /// EC2 provider settings (used when `provider` is `ec2`).
     pub ec2: Ec2Settings,
+    /// The lab side (`CCM_LAB_RUNTIME`, `CML_*`).
+    pub cml: CmlSettings,
 }
 
 /// Every variable ccm reads, in the order of `.env.example`.
@@ -369,6 +412,17 @@ const VARIABLES: &[&str] = &[
     "CCM_EC2_AMI_OWNERS",
     "CCM_EC2_AMI_CACHE_SECONDS",
     "CCM_EC2_ORPHAN_POLICY",
+    "CCM_EC2_FLEET",
+    "CCM_LAB_RUNTIME",
+    "CML_USERNAME",
+    "CML_PASSWORD",
+    "CML_WORKER_CREDENTIALS_FILE",
+    "CML_CA_FILE",
+    "CML_INSECURE_SKIP_VERIFY",
+    "CML_ALLOW_HTTP",
+    "CML_REQUEST_TIMEOUT_SECONDS",
+    "CML_IMPORT_TIMEOUT_SECONDS",
+    "CML_RETRIES",
 ];
 
 /// Variables whose values are never echoed, not even in an error.
@@ -380,6 +434,7 @@ const SECRET_VARIABLES: &[&str] = &[
     "CCM_API_TOKEN",
     "CCM_EC2_SECRET_ACCESS_KEY",
     "CCM_EC2_SESSION_TOKEN",
+    "CML_PASSWORD",
 ];
 
 /// Reads typed values from a name → value map, with errors naming the variable.
@@ -702,6 +757,7 @@ impl Settings {
                     ));
                 }
             },
+            fleet: r.string("CCM_EC2_FLEET", "ccm"),
         };
         if ec2.access_key_id.is_some() != ec2.secret_access_key.is_some() {
             let var = if ec2.access_key_id.is_some() {
@@ -715,7 +771,59 @@ impl Settings {
                 "",
             ));
         }
+        let cml = CmlSettings {
+            runtime: match r
+                .raw("CCM_LAB_RUNTIME")
+                .map(str::to_ascii_lowercase)
+                .as_deref()
+            {
+                None if provider == ProviderKind::Ec2 => LabRuntimeKind::Cml,
+                None | Some("simulated") => LabRuntimeKind::Simulated,
+                Some("cml") => LabRuntimeKind::Cml,
+                Some("none") => LabRuntimeKind::None,
+                Some(_) => {
+                    let v = r.raw("CCM_LAB_RUNTIME").unwrap_or_default();
+                    return Err(r.invalid("CCM_LAB_RUNTIME", "one of: simulated, cml, none", v));
+                }
+            },
+            username: r.optional("CML_USERNAME"),
+            password: r.optional("CML_PASSWORD").map(Secret),
+            worker_credentials_file: r.optional("CML_WORKER_CREDENTIALS_FILE").map(PathBuf::from),
+            ca_file: r.optional("CML_CA_FILE").map(PathBuf::from),
+            insecure_skip_verify: r.boolean("CML_INSECURE_SKIP_VERIFY", false)?,
+            allow_http: r.boolean("CML_ALLOW_HTTP", false)?,
+            request_timeout: Duration::from_secs(
+                r.positive("CML_REQUEST_TIMEOUT_SECONDS", 30)?.into(),
+            ),
+            import_timeout: Duration::from_secs(
+                r.positive("CML_IMPORT_TIMEOUT_SECONDS", 180)?.into(),
+            ),
+            retries: r.natural("CML_RETRIES", 3)?,
+        };
+        if cml.username.is_some() != cml.password.is_some() {
+            let var = if cml.username.is_some() {
+                "CML_PASSWORD"
+            } else {
+                "CML_USERNAME"
+            };
+            return Err(r.invalid(
+                var,
+                "a value: CML_USERNAME and CML_PASSWORD go together",
+                "",
+            ));
+        }
+        if cml.insecure_skip_verify && cml.ca_file.is_some() {
+            return Err(r.invalid(
+                "CML_INSECURE_SKIP_VERIFY",
+                "false when CML_CA_FILE is set (verify against the CA, or do not verify)",
+                "true",
+            ));
+        }
+        if cml.retries > 10 {
+            return Err(r.invalid("CML_RETRIES", "at most 10", &cml.retries.to_string()));
+        }
         Ok(Settings {
+            cml,
             provider,
             ec2,
             etcd,
@@ -746,6 +854,70 @@ impl Settings {
     pub fn load(dotenv: Option<&Path>) -> Result<Settings, SettingsError> {
         Settings::from_vars(&merge_vars(dotenv, std::env::vars())?)
     }
+}
+
+/// Largest `CML_WORKER_CREDENTIALS_FILE` read (bytes).
+pub const MAX_CML_CREDENTIALS_BYTES: u64 = 1024 * 1024;
+
+/// One worker's CML credentials from `CML_WORKER_CREDENTIALS_FILE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerCmlCredentials {
+    /// CML user name.
+    pub username: String,
+    /// Its password (never printed).
+    pub password: Secret,
+}
+
+/// Reads `CML_WORKER_CREDENTIALS_FILE`: a YAML map of worker id to `{username, password}`.
+/// Errors name the file, the line and the field; the passwords never appear in them.
+pub fn load_cml_worker_credentials(
+    path: &Path,
+) -> Result<BTreeMap<String, WorkerCmlCredentials>, SettingsError> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Entry {
+        username: String,
+        password: String,
+    }
+    let file = path.display().to_string();
+    let fail = |message: String| SettingsError::DotEnv {
+        file: file.clone(),
+        message,
+    };
+    let len = std::fs::metadata(path)
+        .map_err(|e| fail(format!("CML_WORKER_CREDENTIALS_FILE cannot be read: {e}")))?
+        .len();
+    if len > MAX_CML_CREDENTIALS_BYTES {
+        return Err(fail(format!(
+            "CML_WORKER_CREDENTIALS_FILE is {len} bytes, more than {MAX_CML_CREDENTIALS_BYTES}"
+        )));
+    }
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| fail(format!("CML_WORKER_CREDENTIALS_FILE cannot be read: {e}")))?;
+    let map: BTreeMap<String, Entry> =
+        ccm_core::template::from_yaml_str(&text, &file).map_err(|e| SettingsError::DotEnv {
+            file: file.clone(),
+            message: match (e.line, &e.field) {
+                (Some(l), Some(f)) => format!("line {l}, {f}: {}", e.message),
+                (Some(l), None) => format!("line {l}: {}", e.message),
+                (None, Some(f)) => format!("{f}: {}", e.message),
+                (None, None) => e.message.clone(),
+            },
+        })?;
+    let mut out = BTreeMap::new();
+    for (worker, e) in map {
+        if e.username.trim().is_empty() {
+            return Err(fail(format!("{worker}.username: empty")));
+        }
+        out.insert(
+            worker,
+            WorkerCmlCredentials {
+                username: e.username,
+                password: Secret(e.password),
+            },
+        );
+    }
+    Ok(out)
 }
 
 /// The variables of a `.env` file overlaid by `env` (the environment wins).
@@ -1103,6 +1275,83 @@ mod tests {
                 "{var} in .env.example is not read by ccm"
             );
         }
+    }
+
+    #[test]
+    fn lab_runtime_follows_the_provider_and_cml_needs_credentials() {
+        let s = Settings::from_vars(&vars(&[])).unwrap();
+        assert_eq!(s.cml.runtime, LabRuntimeKind::Simulated);
+        assert_eq!(s.ec2.fleet, "ccm");
+        // Credentials are checked when `ccm serve` builds the CML client (validate-prereqs
+        // and the CLI need none).
+        let s = Settings::from_vars(&vars(&[("CCM_PROVIDER", "ec2")])).unwrap();
+        assert_eq!(s.cml.runtime, LabRuntimeKind::Cml);
+        assert_eq!(s.cml.username, None);
+        let s = Settings::from_vars(&vars(&[
+            ("CCM_PROVIDER", "ec2"),
+            ("CML_USERNAME", "admin"),
+            ("CML_PASSWORD", "pw-very-secret"),
+            ("CML_CA_FILE", "/etc/ccm/cml-ca.pem"),
+            ("CML_RETRIES", "2"),
+            ("CCM_EC2_FLEET", "ccm-prod"),
+        ]))
+        .unwrap();
+        assert_eq!(s.cml.runtime, LabRuntimeKind::Cml);
+        assert_eq!(s.cml.retries, 2);
+        assert_eq!(s.ec2.fleet, "ccm-prod");
+        assert!(!format!("{s:?}").contains("pw-very-secret"));
+        let s = Settings::from_vars(&vars(&[
+            ("CCM_PROVIDER", "ec2"),
+            ("CCM_LAB_RUNTIME", "none"),
+        ]))
+        .unwrap();
+        assert_eq!(s.cml.runtime, LabRuntimeKind::None);
+        for (pairs, var) in [
+            (vec![("CCM_LAB_RUNTIME", "vmware")], "CCM_LAB_RUNTIME"),
+            (vec![("CML_USERNAME", "admin")], "CML_PASSWORD"),
+            (
+                vec![
+                    ("CML_CA_FILE", "/ca.pem"),
+                    ("CML_INSECURE_SKIP_VERIFY", "true"),
+                ],
+                "CML_INSECURE_SKIP_VERIFY",
+            ),
+            (vec![("CML_RETRIES", "99")], "CML_RETRIES"),
+        ] {
+            let e = Settings::from_vars(&vars(&pairs)).unwrap_err();
+            assert!(e.to_string().starts_with(var), "{var}: {e}");
+        }
+        let e = Settings::from_vars(&vars(&[("CML_PASSWORD", "pw-very-secret")])).unwrap_err();
+        assert!(!e.to_string().contains("pw-very-secret"), "{e}");
+    }
+
+    #[test]
+    fn cml_worker_credentials_file_is_read_with_lines_in_errors() {
+        let dir = std::env::temp_dir().join(format!("ccm-cred-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ok = dir.join("ok.yaml");
+        std::fs::write(
+            &ok,
+            "w-1:\n  username: admin\n  password: s3cret-one\nw-2:\n  username: ops\n  password: s3cret-two\n",
+        )
+        .unwrap();
+        let creds = load_cml_worker_credentials(&ok).unwrap();
+        assert_eq!(creds.len(), 2);
+        assert_eq!(creds["w-2"].username, "ops");
+        assert_eq!(creds["w-1"].password.expose(), "s3cret-one");
+        assert!(!format!("{creds:?}").contains("s3cret"));
+        let bad = dir.join("bad.yaml");
+        std::fs::write(
+            &bad,
+            "w-1:\n  username: admin\n  password: s3cret-one\nw-2:\n  user: ops\n",
+        )
+        .unwrap();
+        let e = load_cml_worker_credentials(&bad).unwrap_err().to_string();
+        assert!(e.contains("bad.yaml") && e.contains("line 5"), "{e}");
+        assert!(!e.contains("s3cret"), "{e}");
+        let missing = load_cml_worker_credentials(&dir.join("none.yaml")).unwrap_err();
+        assert!(missing.to_string().contains("none.yaml"), "{missing}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -80,6 +80,10 @@ pub struct Ec2Config {
     pub retry_base: Duration,
     /// Longest back-off delay.
     pub retry_max: Duration,
+    /// The value of the `ManagedBy` tag on this fleet's instances (default `ccm`): only
+    /// instances carrying it are listed, polled and adopted, so two fleets (or a test) can
+    /// share one account.
+    pub fleet: String,
 }
 
 impl Ec2Config {
@@ -104,6 +108,7 @@ impl Ec2Config {
             max_attempts: 5,
             retry_base: Duration::from_millis(200),
             retry_max: Duration::from_secs(5),
+            fleet: super::MANAGED_BY_VALUE.to_string(),
         }
     }
 

@@ -6,7 +6,7 @@
 //!   version is read from its name ([`cml_version_of`]). Answers are cached for
 //!   [`Ec2Config::ami_cache_ttl`]; no match is [`ProviderError::NoImage`], and an image that
 //!   vanished between lookup and launch is looked up once more.
-//! * **Tags**: the template's tags plus ccm's own, [`TAG_MANAGED_BY`]`=ccm`, [`TAG_WORKER_ID`] and
+//! * **Tags**: the template's tags plus ccm's own, [`TAG_MANAGED_BY`]`=` the fleet name (`ccm` by default), [`TAG_WORKER_ID`] and
 //!   [`TAG_TEMPLATE`] (and `Name` unless the template sets one). Every instance ccm knows about
 //!   is found by these tags, so nothing lives only in this process's memory.
 //! * **Launching once**: before `RunInstances` the worker id is looked up by tag (a live
@@ -49,7 +49,7 @@ use std::time::Instant;
 
 /// Tag marking an instance as ccm's (value [`MANAGED_BY_VALUE`]).
 pub const TAG_MANAGED_BY: &str = "ManagedBy";
-/// Value of [`TAG_MANAGED_BY`].
+/// Default value of [`TAG_MANAGED_BY`] ([`Ec2Config::fleet`]).
 pub const MANAGED_BY_VALUE: &str = "ccm";
 /// Tag holding ccm's worker id.
 pub const TAG_WORKER_ID: &str = "ccm:worker-id";
@@ -446,8 +446,9 @@ impl Ec2Provider {
         }
     }
 
-    fn managed_filter() -> Filter {
-        filter(&format!("tag:{TAG_MANAGED_BY}"), &[MANAGED_BY_VALUE])
+    /// Instances of this fleet: [`TAG_MANAGED_BY`] = [`Ec2Config::fleet`].
+    fn managed_filter(&self) -> Filter {
+        filter(&format!("tag:{TAG_MANAGED_BY}"), &[self.cfg.fleet.as_str()])
     }
 
     /// The worker's instance in `region`: a live one first, else the last terminated one.
@@ -456,7 +457,7 @@ impl Ec2Provider {
             .list(
                 region,
                 vec![
-                    Self::managed_filter(),
+                    self.managed_filter(),
                     filter(&format!("tag:{TAG_WORKER_ID}"), &[worker_id]),
                 ],
             )
@@ -568,7 +569,7 @@ impl Ec2Provider {
         self.call("describe instances", || {
             client
                 .describe_instances()
-                .filters(Self::managed_filter())
+                .filters(self.managed_filter())
                 .max_results(5)
                 .send()
         })
@@ -577,9 +578,9 @@ impl Ec2Provider {
         .map_err(|f| f.into_error("describe", ""))
     }
 
-    fn tags(req: &LaunchRequest) -> Vec<Tag> {
+    fn tags(&self, req: &LaunchRequest) -> Vec<Tag> {
         let mut tags: BTreeMap<String, String> = req.template.tags.clone();
-        tags.insert(TAG_MANAGED_BY.to_string(), MANAGED_BY_VALUE.to_string());
+        tags.insert(TAG_MANAGED_BY.to_string(), self.cfg.fleet.clone());
         tags.insert(TAG_WORKER_ID.to_string(), req.worker_id.clone());
         tags.insert(TAG_TEMPLATE.to_string(), req.template.name.clone());
         tags.entry("Name".to_string())
@@ -603,7 +604,7 @@ impl Ec2Provider {
             .unwrap_or_default();
         let tags = TagSpecification::builder()
             .resource_type(ResourceType::Instance)
-            .set_tags(Some(Self::tags(req)))
+            .set_tags(Some(self.tags(req)))
             .build();
         let profile = net.instance_profile.as_ref().map(|p| {
             let b = IamInstanceProfileSpecification::builder();
@@ -761,7 +762,7 @@ impl WorkerProvider for Ec2Provider {
     async fn poll_events(&self) -> Vec<ProviderEvent> {
         let mut events = Vec::new();
         for region in self.regions() {
-            let instances = match self.list(&region, vec![Self::managed_filter()]).await {
+            let instances = match self.list(&region, vec![self.managed_filter()]).await {
                 Ok(i) => i,
                 Err(e) => {
                     tracing::warn!(region = %region, error = %e, "EC2 poll failed");
@@ -810,7 +811,7 @@ impl WorkerProvider for Ec2Provider {
                 .list(
                     &region,
                     vec![
-                        Self::managed_filter(),
+                        self.managed_filter(),
                         filter("instance-state-name", LIVE_STATES),
                     ],
                 )

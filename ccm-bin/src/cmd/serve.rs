@@ -4,15 +4,15 @@
 
 use crate::http::{self, Probe};
 use crate::metrics::{DaemonStatus, LoopStatus};
-use crate::settings::{Backend, ProviderKind, Settings};
+use crate::settings::{Backend, LabRuntimeKind, ProviderKind, Settings};
 use ccm_core::memory::events::LogSink;
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::memory::state::MemoryStateStore;
-use ccm_core::runtime::{Runtime, RuntimeSettings, CONTROLLER, SCHEDULER};
+use ccm_core::runtime::{Runtime, RuntimeSettings, CONTROLLER, LAB, SCHEDULER};
 use ccm_core::store::elector::StoreElector;
 use ccm_core::store::{
-    Clock, EventSink, LeaderElector, SpecStore, StateStore, SystemClock, WorkerProvider,
+    Clock, EventSink, LabRuntime, LeaderElector, SpecStore, StateStore, SystemClock, WorkerProvider,
 };
 use ccm_core::template::WorkerTemplate;
 use std::collections::BTreeMap;
@@ -56,6 +56,8 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         )),
         lab_max_attempts: s.lablet.max_attempts,
         lab_boot_timeout: chrono::Duration::minutes(i64::from(s.lablet.boot_timeout_minutes)),
+        lab_import_timeout: chrono::Duration::from_std(s.cml.import_timeout)
+            .unwrap_or(chrono::Duration::seconds(180)),
         lab_keep_per_worker: usize::try_from(s.lablet.keep_wiped_labs_per_worker)
             .unwrap_or(usize::MAX),
         lab_url_template: s.lablet.cml_url_template.clone(),
@@ -100,6 +102,15 @@ impl Probe for ServeProbe {
                 is_leader: lead.controller,
                 runs: m.controller_runs,
                 last_duration_seconds: m.controller_last_duration.as_secs_f64(),
+            },
+        );
+        out.insert(
+            LAB.to_string(),
+            LoopStatus {
+                enabled: self.runtime.lab_loop().is_some(),
+                is_leader: lead.lab,
+                runs: m.lab_runs,
+                last_duration_seconds: m.lab_last_duration.as_secs_f64(),
             },
         );
         out
@@ -300,6 +311,7 @@ pub fn ec2_config(
         }),
         _ => None,
     };
+    cfg.fleet.clone_from(&e.fleet);
     cfg.ami_owners.clone_from(&e.ami_owners);
     cfg.ami_cache_ttl = e.ami_cache_ttl;
     cfg
@@ -348,6 +360,78 @@ async fn ec2_backend(
 ) -> anyhow::Result<(Arc<dyn WorkerProvider>, String)> {
     anyhow::bail!(
         "CCM_PROVIDER=ec2: this ccm was built without the EC2 adapter (feature all-adapters)"
+    )
+}
+
+/// The lab side of `CCM_LAB_RUNTIME`: none, simulated CML controllers (realistic timings on
+/// the real clock), or the workers' CML controllers over their API.
+fn lab_backend(
+    settings: &Settings,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Option<(Arc<dyn LabRuntime>, String)>> {
+    match settings.cml.runtime {
+        LabRuntimeKind::None => Ok(None),
+        LabRuntimeKind::Simulated => Ok(Some((
+            Arc::new(ccm_core::memory::lab::SimulatedLabs::new(
+                clock,
+                ccm_core::memory::lab::LabTimings::realistic(),
+            )),
+            "simulated CML".to_string(),
+        ))),
+        LabRuntimeKind::Cml => cml_backend(settings).map(Some),
+    }
+}
+
+/// The CML adapter's settings from ccm's (per-worker credentials read from their file).
+#[cfg(feature = "all-adapters")]
+pub fn cml_config(settings: &Settings) -> anyhow::Result<ccm_adapters::cml::CmlConfig> {
+    use ccm_adapters::cml::{CmlConfig, CmlCredentials, CmlTls};
+    let c = &settings.cml;
+    if c.username.is_none() && c.worker_credentials_file.is_none() {
+        anyhow::bail!(
+            "CML_USERNAME: expected a value (or CML_WORKER_CREDENTIALS_FILE) when the lab runtime is cml (CCM_LAB_RUNTIME, default cml with CCM_PROVIDER=ec2)"
+        );
+    }
+    let mut cfg = CmlConfig::new(CmlCredentials::new("", ""));
+    cfg.credentials = match (&c.username, &c.password) {
+        (Some(u), Some(p)) => Some(CmlCredentials::new(u.clone(), p.expose())),
+        _ => None,
+    };
+    if let Some(path) = &c.worker_credentials_file {
+        for (worker, cred) in crate::settings::load_cml_worker_credentials(path)? {
+            cfg.worker_credentials.insert(
+                worker,
+                CmlCredentials::new(cred.username, cred.password.expose()),
+            );
+        }
+    }
+    cfg.tls = match (&c.ca_file, c.insecure_skip_verify) {
+        (Some(ca), _) => CmlTls::VerifyWithCa(ca.clone()),
+        (None, true) => CmlTls::InsecureSkipVerify,
+        (None, false) => CmlTls::Verify,
+    };
+    cfg.allow_http = c.allow_http;
+    cfg.request_timeout = c.request_timeout;
+    cfg.import_timeout = c.import_timeout;
+    cfg.retries = c.retries;
+    Ok(cfg)
+}
+
+#[cfg(feature = "all-adapters")]
+fn cml_backend(settings: &Settings) -> anyhow::Result<(Arc<dyn LabRuntime>, String)> {
+    let cfg = cml_config(settings)?;
+    let labs = ccm_adapters::cml::CmlLabRuntime::new(cfg)
+        .map_err(|e| anyhow::anyhow!("CML settings: {e}"))?;
+    Ok((
+        Arc::new(labs),
+        format!("CML at {}", settings.lablet.cml_url_template),
+    ))
+}
+
+#[cfg(not(feature = "all-adapters"))]
+fn cml_backend(_settings: &Settings) -> anyhow::Result<(Arc<dyn LabRuntime>, String)> {
+    anyhow::bail!(
+        "CCM_LAB_RUNTIME=cml: this ccm was built without the CML adapter (feature all-adapters)"
     )
 }
 
@@ -413,18 +497,24 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
     };
     let (provider, provider_name) = provider_backend(&settings, &templates, clock.clone()).await?;
     tracing::info!(provider = %provider_name, "worker provider");
-    let runtime = Arc::new(
-        Runtime::builder()
-            .state(state)
-            .elector(elector)
-            .spec(spec)
-            .events(events)
-            .clock(clock)
-            .provider(provider)
-            .artifacts(artifacts)
-            .settings(runtime_settings(&settings))
-            .build()?,
-    );
+    let labs = lab_backend(&settings, clock.clone())?;
+    let labs_name = labs
+        .as_ref()
+        .map_or_else(|| "none".to_string(), |(_, n)| n.clone());
+    tracing::info!(labs = %labs_name, "lab runtime");
+    let mut builder = Runtime::builder()
+        .state(state)
+        .elector(elector)
+        .spec(spec)
+        .events(events)
+        .clock(clock)
+        .provider(provider)
+        .artifacts(artifacts)
+        .settings(runtime_settings(&settings));
+    if let Some((labs, _)) = labs {
+        builder = builder.labs(labs);
+    }
+    let runtime = Arc::new(builder.build()?);
     let status = Arc::new(DaemonStatus::default());
     let probe = Arc::new(ServeProbe {
         runtime: runtime.clone(),
@@ -445,7 +535,7 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
     status.set_ready(true);
     // One line on stdout that scripts and tests can wait for.
     println!(
-        "ccm serving on http://{addr} (candidate {}, state {backend_name}, specs {spec_name}, provider {provider_name})",
+        "ccm serving on http://{addr} (candidate {}, state {backend_name}, specs {spec_name}, provider {provider_name}, labs {labs_name})",
         settings.candidate_id
     );
     let signal = shutdown_signal().await;
