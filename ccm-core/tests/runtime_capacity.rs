@@ -43,6 +43,23 @@ async fn a_region_without_capacity_falls_back_to_another_region_and_template() {
     assert_eq!(workers[0].region, "us-west-2");
     assert_eq!(w.provider.launches(), 1);
     let m = rt.metrics();
+    // The plan says which template regions it left out, and until when.
+    let plan = m.last_plan.clone().expect("a plan was made");
+    let out: Vec<(&str, &str)> = plan
+        .unavailable
+        .iter()
+        .map(|(t, r, _)| (t.as_str(), r.as_str()))
+        .collect();
+    assert_eq!(out, [("enterprise-large", "us-east-1")], "{plan:?}");
+    assert!(plan.unavailable[0].2 > w.clock_now());
+    let text = m.to_prometheus();
+    assert!(
+        text.contains("ccm_plan_unavailable_regions 1\n")
+            && text.contains(
+                "ccm_plan_unavailable_region{template=\"enterprise-large\",region=\"us-east-1\"} 1\n"
+            ),
+        "{text}"
+    );
     assert_eq!(m.launch_capacity_refusals_total, 2);
     assert_eq!(m.launches_total, 1);
     assert!(

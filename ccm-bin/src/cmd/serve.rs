@@ -139,6 +139,12 @@ impl Probe for ServeProbe {
                 "session": session,
                 "reason": reason,
             })).collect::<Vec<_>>(),
+            "unavailable": p.unavailable.iter().map(|(template, region, until)| serde_json::json!({
+                "template": template,
+                "region": region,
+                "until": until,
+                "reason": "the region refused a launch of the template for lack of capacity",
+            })).collect::<Vec<_>>(),
         }))
     }
 }

@@ -392,7 +392,15 @@ impl Controller {
         let input = planning::plan_input(snap, templates, now, settings, previous);
         let started = std::time::Instant::now();
         let plan = crate::planner::plan(&input, &settings.planner_policy());
-        let summary = PlanSummary::of(&plan, started.elapsed());
+        let mut summary = PlanSummary::of(&plan, started.elapsed());
+        summary.unavailable = self
+            .unavailable
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(_, until)| **until > now)
+            .map(|((t, r), until)| (t.clone(), r.clone(), *until))
+            .collect();
         let (actions, named) = planning::due_actions(&plan, &input, snap, templates, now);
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) =
             planning::carry_over(&plan, &named);

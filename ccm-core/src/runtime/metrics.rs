@@ -531,7 +531,27 @@ impl MetricsSnapshot {
                 "Wall time of the last planning.",
                 p.duration.as_secs_f64(),
             );
+            let _ = write!(
+                out,
+                "# HELP ccm_plan_unavailable_regions Template regions the last plan left out after a capacity refusal.\n# TYPE ccm_plan_unavailable_regions gauge\nccm_plan_unavailable_regions {}\n",
+                p.unavailable.len()
+            );
+            for (t, r, _) in &p.unavailable {
+                let _ = writeln!(
+                    out,
+                    "ccm_plan_unavailable_region{{template=\"{}\",region=\"{}\"}} 1",
+                    label(t),
+                    label(r)
+                );
+            }
         }
         out
     }
+}
+
+/// A Prometheus label value: backslash, double quote and newline escaped.
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

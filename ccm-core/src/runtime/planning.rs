@@ -38,6 +38,9 @@ pub struct PlanSummary {
     pub moved: usize,
     /// Wall time of the planning.
     pub duration: std::time::Duration,
+    /// Template regions left out of this plan because they refused a launch for lack of
+    /// capacity: `(template, region, avoided until)`.
+    pub unavailable: Vec<(String, String, Timestamp)>,
 }
 
 impl PlanSummary {
@@ -57,6 +60,7 @@ impl PlanSummary {
             kept: plan.kept,
             moved: plan.moved,
             duration,
+            unavailable: Vec::new(),
         }
     }
 }
