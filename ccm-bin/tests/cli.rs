@@ -245,6 +245,8 @@ fn serve_with_the_ec2_provider_names_it_and_runs_the_controller() {
         .env("CCM_EC2_ENDPOINT", &ec2)
         .env("CCM_EC2_ACCESS_KEY_ID", "test")
         .env("CCM_EC2_SECRET_ACCESS_KEY", "ec2-secret-not-shown")
+        .env("CML_USERNAME", "admin")
+        .env("CML_PASSWORD", "cml-secret-not-shown")
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -255,7 +257,8 @@ fn serve_with_the_ec2_provider_names_it_and_runs_the_controller() {
     let mut first = String::new();
     stdout.read_line(&mut first).unwrap();
     assert!(
-        first.contains(&format!("provider ec2 us-east-1,us-west-2 ({ec2})")),
+        first.contains(&format!("provider ec2 us-east-1,us-west-2 ({ec2})"))
+            && first.contains("labs CML at https://{worker}"),
         "{first}"
     );
     let addr: SocketAddr = first
@@ -283,6 +286,23 @@ fn serve_with_the_ec2_provider_names_it_and_runs_the_controller() {
         let _ = e.read_to_string(&mut err);
     }
     assert!(!err.contains("ec2-secret-not-shown"), "{err}");
+    assert!(!err.contains("cml-secret-not-shown"), "{err}");
+}
+
+/// With the EC2 provider the lab side is the workers' CML: without credentials `ccm serve`
+/// refuses to start and names the variable.
+#[test]
+fn serve_with_ec2_and_no_cml_credentials_names_the_variable() {
+    let out = ccm()
+        .env("CCM_HTTP_ADDR", "127.0.0.1:0")
+        .env("CCM_PROVIDER", "ec2")
+        .env("CCM_EC2_ENDPOINT", "http://127.0.0.1:9")
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CML_USERNAME"), "{err}");
 }
 
 #[test]
