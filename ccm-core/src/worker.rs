@@ -175,6 +175,10 @@ pub struct Worker {
     /// Cloud instance id.
     #[serde(default)]
     pub provider_id: Option<String>,
+    /// Why the controller launched it, and in this region (a capacity fallback says which
+    /// region refused and why).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub launch_reason: String,
 }
 
 impl Worker {
@@ -206,6 +210,7 @@ impl Worker {
             last_activity_at: None,
             stopped_at: None,
             provider_id: None,
+            launch_reason: String::new(),
         }
     }
 

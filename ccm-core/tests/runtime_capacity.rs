@@ -41,6 +41,12 @@ async fn a_region_without_capacity_falls_back_to_another_region_and_template() {
     assert_eq!(workers.len(), 1, "{workers:?}");
     assert_eq!(workers[0].template, "personal-standard");
     assert_eq!(workers[0].region, "us-west-2");
+    assert!(
+        workers[0].launch_reason.contains("fallback")
+            && workers[0].launch_reason.contains("us-east-1"),
+        "the worker record says why: {}",
+        workers[0].launch_reason
+    );
     assert_eq!(w.provider.launches(), 1);
     let m = rt.metrics();
     // The plan says which template regions it left out, and until when.

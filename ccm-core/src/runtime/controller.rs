@@ -133,6 +133,9 @@ pub const ADOPTION_GRACE_MINUTES: i64 = 5;
 /// Minutes a template's region is avoided after it refused a launch for lack of capacity.
 pub const CAPACITY_BACKOFF_MINUTES: i64 = 15;
 
+/// Longest launch reason kept on a worker record.
+pub const MAX_LAUNCH_REASON_CHARS: usize = 512;
+
 fn is_lost_state(s: WorkerState) -> bool {
     matches!(
         s,
@@ -944,6 +947,7 @@ impl Controller {
         w.node_definitions = node_definitions.clone();
         w.launched_at = Some(now);
         w.boot_started_at = Some(now);
+        w.launch_reason = reason.chars().take(MAX_LAUNCH_REASON_CHARS).collect();
         let key = ctx.keys.worker(worker_id);
         let write = Write {
             value: Some(codec::encode(&key, &w)?),
