@@ -284,6 +284,9 @@ pub struct ControllerSettings {
     pub cooldown_minutes: u32,
     /// `CONTROLLER_PLAN_HORIZON_HOURS` (default 24; ccm's addition).
     pub plan_horizon_hours: u32,
+    /// `CONTROLLER_SESSION_RETENTION_HOURS` (default 24; 0 = keep for ever; ccm's addition):
+    /// a session ended longer ago is archived to the spec store's history and deleted from etcd.
+    pub session_retention_hours: u32,
 }
 
 /// Lab loop settings (ccm's addition).
@@ -662,6 +665,7 @@ impl Settings {
             min_warm_workers: r.natural("CONTROLLER_MIN_WARM_WORKERS", 0)?,
             cooldown_minutes: r.natural("CONTROLLER_COOLDOWN_MINUTES", 10)?,
             plan_horizon_hours: r.positive("CONTROLLER_PLAN_HORIZON_HOURS", 24)?,
+            session_retention_hours: r.natural("CONTROLLER_SESSION_RETENTION_HOURS", 24)?,
         };
         let lablet = LabletSettings {
             enabled: r.boolean("LABLET_LAB_LOOP_ENABLED", true)?,
@@ -1003,6 +1007,7 @@ mod tests {
             ),
             (0, 10, 24)
         );
+        assert_eq!(s.controller.session_retention_hours, 24);
         assert_eq!(
             s.worker_templates_path,
             PathBuf::from("config/worker-templates.yaml")
@@ -1087,6 +1092,7 @@ mod tests {
             ("CONTROLLER_MIN_WARM_WORKERS", "0"),
             ("CONTROLLER_COOLDOWN_MINUTES", "0"),
             ("CONTROLLER_PLAN_HORIZON_HOURS", "48"),
+            ("CONTROLLER_SESSION_RETENTION_HOURS", "0"),
             ("MONGODB_URI", "mongodb://u:p@db:27017/"),
             ("CCM_HTTP_ADDR", "0.0.0.0:9090"),
             ("CCM_BACKEND", "etcd"),
@@ -1113,6 +1119,7 @@ mod tests {
             ),
             (0, 0, 48)
         );
+        assert_eq!(s.controller.session_retention_hours, 0);
         assert_eq!(
             s.mongodb_uri.as_ref().map(SecretUri::expose),
             Some("mongodb://u:p@db:27017/")

@@ -113,6 +113,10 @@ impl SessionState {
     }
 }
 
+/// Most entries kept in a session's `state_history` (the oldest are dropped; the whole record
+/// goes to the spec store's history when the session is archived).
+pub const MAX_STATE_HISTORY: usize = 64;
+
 /// One entry of a session's state history.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StateChange {
@@ -293,6 +297,10 @@ impl LabletSession {
             at,
             reason: reason.into(),
         });
+        if self.state_history.len() > MAX_STATE_HISTORY {
+            let extra = self.state_history.len() - MAX_STATE_HISTORY;
+            self.state_history.drain(..extra);
+        }
         if to == S::Pending {
             self.retry_count += 1;
         }
@@ -355,5 +363,25 @@ mod tests {
         assert!(S::Scheduled.holds_capacity());
         assert!(S::Grading.holds_capacity());
         assert!(!S::Stopping.holds_capacity());
+    }
+
+    #[test]
+    fn state_history_keeps_the_latest_entries_only() {
+        let t0 = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH;
+        let mut s = LabletSession::new("s", "d", "1.0.0", "o", None, t0);
+        for i in 0..100 {
+            let at = t0 + chrono::Duration::seconds(i);
+            s.transition(S::Scheduled, at, "bind").unwrap();
+            s.transition(S::Pending, at, "requeue").unwrap();
+        }
+        assert_eq!(s.state_history.len(), MAX_STATE_HISTORY);
+        let last = s.state_history.last().unwrap();
+        assert_eq!(
+            (last.to, last.at),
+            (S::Pending, t0 + chrono::Duration::seconds(99))
+        );
+        assert_eq!(s.retry_count, 100);
+        // Still a path: every kept entry starts where the one before ended.
+        assert!(s.state_history.windows(2).all(|w| w[0].to == w[1].from));
     }
 }

@@ -47,6 +47,8 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         min_warm_workers: s.controller.min_warm_workers,
         cooldown: chrono::Duration::minutes(i64::from(s.controller.cooldown_minutes)),
         plan_horizon: chrono::Duration::hours(i64::from(s.controller.plan_horizon_hours)),
+        session_retention: (s.controller.session_retention_hours > 0)
+            .then(|| chrono::Duration::hours(i64::from(s.controller.session_retention_hours))),
         instantiation_time: chrono::Duration::minutes(i64::from(s.lablet.instantiation_minutes)),
         lab_enabled: s.lablet.enabled,
         lab_interval: s.lablet.reconcile_interval,

@@ -181,7 +181,12 @@ impl Controller {
     pub async fn reconcile_once(&self, now: Timestamp) -> Result<ControllerReport, RuntimeError> {
         let fence = self.fence()?;
         let started = std::time::Instant::now();
-        let r = self.pass(&fence, now).await;
+        let r = match self.pass(&fence, now).await {
+            Ok(report) => super::archive::sweep(&self.ctx, &fence, now)
+                .await
+                .map(|_| report),
+            failed => failed,
+        };
         if let Err(RuntimeError::NotLeader { .. }) = &r {
             self.leader.lost(&fence);
         }

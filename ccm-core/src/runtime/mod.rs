@@ -17,6 +17,7 @@
 //!
 //! The key layout is documented in [`keys`].
 
+pub mod archive;
 mod bind;
 mod builder;
 pub mod codec;

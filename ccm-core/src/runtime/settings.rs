@@ -54,6 +54,10 @@ pub struct RuntimeSettings {
     pub min_warm_workers: u32,
     /// `CONTROLLER_PLAN_HORIZON_HOURS` (24 h): how far ahead the controller plans.
     pub plan_horizon: chrono::Duration,
+    /// `CONTROLLER_SESSION_RETENTION_HOURS`: a session ended longer ago than this is archived
+    /// to the spec store's history and deleted from the state store (`None` = kept; the
+    /// default here, 24 h in `ccm serve`).
+    pub session_retention: Option<chrono::Duration>,
     /// `LABLET_LAB_LOOP_ENABLED` (true): run the lab loop (when the runtime has a
     /// [`crate::store::LabRuntime`]).
     pub lab_enabled: bool,
@@ -152,6 +156,7 @@ impl Default for RuntimeSettings {
             cooldown: chrono::Duration::minutes(10),
             min_warm_workers: 0,
             plan_horizon: chrono::Duration::hours(24),
+            session_retention: None,
             lab_enabled: true,
             lab_interval: Duration::from_secs(10),
             lab_retry_backoff: chrono::Duration::seconds(10),
