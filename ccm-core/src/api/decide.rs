@@ -9,7 +9,7 @@ use super::types::{
 use crate::definition::LabletDefinition;
 use crate::placement::filter::Requirements;
 use crate::placement::Fleet;
-use crate::planner::{Plan, PlanInput, Unserved, WorkerOrigin};
+use crate::planner::{Plan, PlanInput, PriorAssignment, Unserved, WorkerOrigin};
 use crate::resources::Load;
 use crate::runtime::{plan_input, RuntimeSettings, ScalingAction, StateSnapshot, Versioned};
 use crate::session::{LabletSession, SessionState};
@@ -136,6 +136,26 @@ pub fn admit(
     candidate: &LabletSession,
     def: &LabletDefinition,
 ) -> Admission {
+    admit_planned(snap, templates, now, settings, candidate, def, &[]).0
+}
+
+/// [`admit`] keeping the placements `previous` (of the last admission plan) where they still
+/// fit, as the controller keeps its own plan's; with the plan made with the candidate and its
+/// input (what the admission fast path, [`super::admission::AdmissionPlan`], continues from).
+pub fn admit_planned(
+    snap: &StateSnapshot,
+    templates: &[WorkerTemplate],
+    now: Timestamp,
+    settings: &RuntimeSettings,
+    candidate: &LabletSession,
+    def: &LabletDefinition,
+    previous: &[PriorAssignment],
+) -> (Admission, Plan, PlanInput) {
+    let plan_with = |snap: &StateSnapshot| {
+        let input = plan_input(snap, templates, now, settings, previous.to_vec());
+        let plan = crate::planner::plan(&input, &settings.planner_policy());
+        (plan, input)
+    };
     let mut with = snap.clone();
     with.definitions.insert(def.id.clone(), def.clone());
     with.sessions.insert(
@@ -145,10 +165,10 @@ pub fn admit(
             mod_revision: 0,
         },
     );
-    let (plan, _) = plan_now(&with, templates, now, settings);
+    let (plan, input) = plan_with(&with);
     let answer = verdict(&plan, &candidate.id, settings.instantiation());
     if !answer.accepted() {
-        return answer;
+        return (answer, plan, input);
     }
     let others: BTreeSet<&str> = plan
         .unserved
@@ -157,9 +177,9 @@ pub fn admit(
         .filter(|id| *id != candidate.id)
         .collect();
     if others.is_empty() {
-        return answer;
+        return (answer, plan, input);
     }
-    let (without, _) = plan_now(snap, templates, now, settings);
+    let (without, _) = plan_with(snap);
     let before: BTreeSet<&str> = without
         .unserved
         .iter()
@@ -167,9 +187,9 @@ pub fn admit(
         .collect();
     let displaced: Vec<&str> = others.difference(&before).copied().collect();
     if displaced.is_empty() {
-        return answer;
+        return (answer, plan, input);
     }
-    Admission::Rejected(Refusal {
+    let refusal = Admission::Rejected(Refusal {
         constraint: "displaces_others".into(),
         reason: format!(
             "the plan would serve it only by leaving {} booked session(s) unserved: {}",
@@ -179,7 +199,8 @@ pub fn admit(
         workers_rejected: Default::default(),
         templates: Vec::new(),
         earliest_start: None,
-    })
+    });
+    (refusal, plan, input)
 }
 
 /// Whether a session passes the filters of `q` (not the paging).

@@ -14,12 +14,21 @@
 //!   Admissions are serialised through the `{prefix}/admission` key: each admitted booking's
 //!   transaction requires the key unchanged since the state was read, so two bookings are
 //!   never admitted on the same view of the capacity, in one process or many.
+//! * **Fast path** ([`admission`]): the plan of the last full admission is kept (for at most
+//!   [`admission::MAX_AGE_SECS`]). Bookings waiting for the admission order are taken together
+//!   (group commit): each is fitted into the kept plan's free capacity over time on a worker
+//!   already billed through its slot, and all of them are written in one transaction that
+//!   fails if the admission key moved (another process admitted) or the record of a worker
+//!   they go to changed since the plan's snapshot (bound to, drained, stopped, lost). A booking
+//!   that does not fit, or any booking after such a failure, gets the full re-plan on the live
+//!   state, whose plan is kept for the next ones. Only the full re-plan refuses.
 //! * **Cancel** frees the session's capacity and ports in the same transaction as the state
 //!   change, guarded by both keys' revisions.
 //!
 //! Keys added to the layout of [`crate::runtime::keys`]: `{prefix}/admission` (the admission
 //! guard) and `{prefix}/idempotency/{sha256 of the key}` (the booking a key made).
 
+pub mod admission;
 pub mod decide;
 mod types;
 
@@ -37,8 +46,8 @@ use crate::runtime::RuntimeError;
 use crate::session::{LabletSession, SessionState};
 use crate::store::artifact::{definition_key, sha256_hex};
 use crate::store::{
-    ArtifactError, ArtifactStore, AuditEvent, AuditQuery, Compare, SpecError, StoreError, Txn,
-    WriteCondition,
+    ArtifactError, ArtifactStore, AuditEvent, AuditQuery, Compare, Revision, SpecError, StoreError,
+    Txn, WriteCondition,
 };
 use crate::template::WorkerTemplate;
 use crate::timeslot::{Timeslot, Timestamp};
@@ -52,6 +61,9 @@ pub const MAX_LAB_YAML_BYTES: usize = 1024 * 1024;
 pub const MAX_TEXT: usize = 256;
 /// How often a booking re-plans after another booking was admitted under it.
 const ADMISSION_ATTEMPTS: u32 = 64;
+/// Most bookings written in one transaction of the fast path (etcd allows 128 operations
+/// per transaction by default; a booking takes up to two compares and two puts).
+const MAX_BATCH: usize = 48;
 
 /// Errors of the façade; each names the field or the record it is about.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -171,8 +183,53 @@ struct IdempotencyRecord {
 struct Inner {
     ctx: Arc<Ctx>,
     artifacts: Arc<dyn ArtifactStore>,
-    /// Admissions of this process one at a time (the store key orders them across processes).
-    admission: tokio::sync::Mutex<()>,
+    /// Admissions of this process one batch at a time (the store key orders them across
+    /// processes), with the plan the last one left.
+    admission: Arc<tokio::sync::Mutex<AdmissionState>>,
+    /// Bookings waiting for the admission order; whoever takes the order takes them all.
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    /// Bookings admitted by the fast path, and bookings given the full re-plan.
+    fast: std::sync::atomic::AtomicU64,
+    full: std::sync::atomic::AtomicU64,
+}
+
+/// How this process admitted bookings so far (see [`Lablets::admission_counts`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct AdmissionCounts {
+    /// Fitted into the kept plan and written by the fast path.
+    pub fast: u64,
+    /// Given the full re-plan (admitted, queued or refused).
+    pub full: u64,
+}
+
+/// What the admission order keeps between bookings.
+#[derive(Default)]
+struct AdmissionState {
+    cache: Option<Cached>,
+    /// The placements of the last admission plan (kept by the next full re-plan where they
+    /// still fit).
+    previous: Vec<crate::planner::PriorAssignment>,
+}
+
+/// The last admission plan and what it was made from.
+struct Cached {
+    plan: admission::AdmissionPlan,
+    /// The admission key's `mod_revision` after the last admission under it.
+    guard: Revision,
+    /// The templates it was planned with.
+    templates: Vec<WorkerTemplate>,
+}
+
+/// A validated booking waiting for its admission.
+struct Waiting {
+    session: LabletSession,
+    def: LabletDefinition,
+    templates: Vec<WorkerTemplate>,
+    queue: bool,
+    /// Idempotency record key and the booking's fingerprint.
+    idem: Option<(String, String)>,
+    now: Timestamp,
+    reply: tokio::sync::oneshot::Sender<Result<BookingOutcome, ApiError>>,
 }
 
 /// The lablet API over a runtime's stores (cheap to clone; clones share the admission order).
@@ -195,13 +252,26 @@ impl Lablets {
             inner: Arc::new(Inner {
                 ctx,
                 artifacts,
-                admission: tokio::sync::Mutex::new(()),
+                admission: Arc::new(tokio::sync::Mutex::new(AdmissionState::default())),
+                waiting: std::sync::Mutex::new(Vec::new()),
+                fast: Default::default(),
+                full: Default::default(),
             }),
         }
     }
 
     fn ctx(&self) -> &Ctx {
         &self.inner.ctx
+    }
+
+    /// How many bookings this process admitted by the fast path and how many it gave the full
+    /// re-plan (dry runs and idempotent replays are not counted).
+    pub fn admission_counts(&self) -> AdmissionCounts {
+        use std::sync::atomic::Ordering::Relaxed;
+        AdmissionCounts {
+            fast: self.inner.fast.load(Relaxed),
+            full: self.inner.full.load(Relaxed),
+        }
     }
 
     fn admission_key(&self) -> String {
@@ -587,26 +657,219 @@ impl Lablets {
                 dry_run: true,
             });
         }
-        let _order = self.inner.admission.lock().await;
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.inner
+            .waiting
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .push(Waiting {
+                session,
+                def,
+                templates,
+                queue: req.queue,
+                idem: idem_key.map(|k| (k, fingerprint)),
+                now,
+                reply,
+            });
+        // Whoever takes the admission order takes every booking waiting then (this one, unless
+        // an earlier batch took it already); the batch runs on its own task, so a caller that
+        // goes away never leaves the others of its batch without an answer.
+        let order = self.inner.admission.clone().lock_owned().await;
+        let batch = std::mem::take(
+            &mut *self
+                .inner
+                .waiting
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        if batch.is_empty() {
+            drop(order);
+        } else {
+            let me = self.clone();
+            tokio::spawn(async move {
+                let mut order = order;
+                me.admit_batch(&mut order, batch).await;
+            });
+        }
+        answer.await.map_err(|_| {
+            ApiError::Backend("the admission of this booking stopped before it answered".into())
+        })?
+    }
+
+    /// Admits `batch` in order: the fast path for what fits the kept plan, the full re-plan
+    /// for the rest; answers each booking.
+    async fn admit_batch(&self, st: &mut AdmissionState, mut batch: Vec<Waiting>) {
+        while !batch.is_empty() {
+            let n = batch.len().min(MAX_BATCH);
+            let chunk: Vec<Waiting> = batch.drain(..n).collect();
+            for w in self.admit_fast(st, chunk).await {
+                let answer = self.admit_full(st, &w).await;
+                // The caller may have gone; the booking stands either way.
+                let _ = w.reply.send(answer);
+            }
+        }
+    }
+
+    /// The fast path (see the module docs): answers the bookings of `chunk` that fit the kept
+    /// plan, written in one transaction; returns the others for the full re-plan.
+    async fn admit_fast(&self, st: &mut AdmissionState, chunk: Vec<Waiting>) -> Vec<Waiting> {
+        let ctx = self.ctx();
+        // Taken out; put back only after a commit under it, or when nothing was tried.
+        let Some(cache) = st.cache.take() else {
+            return chunk;
+        };
+        let now = self.now();
+        let mut plan = cache.plan.clone();
+        let mut keys = std::collections::BTreeSet::new();
+        let mut hosts = std::collections::BTreeSet::new();
+        let mut fast = Vec::new();
+        let mut slow = Vec::new();
+        for w in chunk {
+            // Two bookings with one idempotency key in one transaction: the second one replays.
+            let repeated = w
+                .idem
+                .as_ref()
+                .is_some_and(|(k, _)| !keys.insert(k.clone()));
+            let fit = if repeated || w.templates != cache.templates {
+                None
+            } else {
+                plan.fit(&w.session, &w.def, now, &ctx.settings)
+            };
+            match fit {
+                Some(f) => {
+                    plan.take(&f);
+                    hosts.insert(f.host);
+                    fast.push((w, f.admission));
+                }
+                None => slow.push(w),
+            }
+        }
+        if fast.is_empty() {
+            st.cache = Some(cache);
+            return slow;
+        }
         let akey = self.admission_key();
-        let skey = ctx.keys.session(&session.id);
+        let mut txn = Txn::new().when(Compare::unchanged_since(akey.clone(), cache.guard));
+        // The workers these bookings go to are as the plan saw them (not bound to, drained,
+        // stopped or lost since).
+        for h in hosts.iter().filter_map(|&i| plan.hosts().get(i)) {
+            if let Some(rev) = h.revision() {
+                txn = txn.when(Compare::unchanged_since(ctx.keys.worker(h.id()), rev));
+            }
+        }
+        let mut last = String::new();
+        let mut written = Vec::with_capacity(fast.len());
+        for (w, admission) in fast {
+            let skey = ctx.keys.session(&w.session.id);
+            let record = codec::encode(&skey, &w.session).and_then(|s| match &w.idem {
+                Some((k, fp)) => {
+                    let rec = IdempotencyRecord {
+                        session_id: w.session.id.clone(),
+                        fingerprint: fp.clone(),
+                        admission: admission.clone(),
+                    };
+                    Ok((s, Some((k.clone(), codec::encode(k, &rec)?))))
+                }
+                None => Ok((s, None)),
+            });
+            let (session, idem) = match record {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = w.reply.send(Err(e.into()));
+                    continue;
+                }
+            };
+            txn = txn
+                .when(Compare::Missing { key: skey.clone() })
+                .put(skey, session);
+            if let Some((k, rec)) = idem {
+                txn = txn.when(Compare::Missing { key: k.clone() }).put(k, rec);
+            }
+            last.clone_from(&w.session.id);
+            written.push((w, admission));
+        }
+        if written.is_empty() {
+            st.cache = Some(cache);
+            return slow;
+        }
+        let txn = txn.put(akey, last.into_bytes());
+        match ctx.state.txn(txn).await {
+            Ok(resp) if resp.succeeded => {
+                st.previous = plan.prior().to_vec();
+                st.cache = Some(Cached {
+                    plan,
+                    guard: resp.revision,
+                    templates: cache.templates,
+                });
+                self.inner
+                    .fast
+                    .fetch_add(written.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                for (w, admission) in written {
+                    ctx.emit(CcmEvent::session(&w.session), w.now).await;
+                    let _ = w.reply.send(Ok(BookingOutcome {
+                        queued: false,
+                        session: Some(w.session),
+                        admission,
+                        created: true,
+                        dry_run: false,
+                    }));
+                }
+            }
+            Ok(_) => {
+                // Another process admitted first, a worker used changed, or an idempotency key
+                // was taken meanwhile.
+                tracing::debug!("the store moved under the kept admission plan; planning again");
+                slow.extend(written.into_iter().map(|(w, _)| w));
+            }
+            Err(e) => {
+                let e = ApiError::from(e);
+                for (w, _) in written {
+                    let _ = w.reply.send(Err(e.clone()));
+                }
+            }
+        }
+        slow
+    }
+
+    /// The full re-plan of one booking (the live state plus this booking), written with the
+    /// admission guard; its plan is kept for the fast path when nothing else was written.
+    async fn admit_full(
+        &self,
+        st: &mut AdmissionState,
+        w: &Waiting,
+    ) -> Result<BookingOutcome, ApiError> {
+        let ctx = self.ctx();
+        self.inner
+            .full
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let akey = self.admission_key();
+        let skey = ctx.keys.session(&w.session.id);
+        let now = w.now;
         for attempt in 0..ADMISSION_ATTEMPTS {
             let guard = ctx.state.get(&akey).await?.map_or(0, |kv| kv.mod_revision);
             let snap = crate::runtime::snapshot::load(ctx).await?;
-            let admission = decide::admit(&snap, &templates, now, &ctx.settings, &session, &def);
+            let (admission, plan, input) = decide::admit_planned(
+                &snap,
+                &w.templates,
+                now,
+                &ctx.settings,
+                &w.session,
+                &w.def,
+                &st.previous,
+            );
             if let Admission::Rejected(r) = &admission {
-                if !req.queue {
+                if !w.queue {
                     return Err(ApiError::Rejected(Box::new(r.clone())));
                 }
             }
             let mut txn = Txn::new()
                 .when(Compare::unchanged_since(akey.clone(), guard))
                 .when(Compare::Missing { key: skey.clone() })
-                .put(skey.clone(), codec::encode(&skey, &session)?)
-                .put(akey.clone(), session.id.clone().into_bytes());
-            if let Some(k) = &idem_key {
+                .put(skey.clone(), codec::encode(&skey, &w.session)?)
+                .put(akey.clone(), w.session.id.clone().into_bytes());
+            if let Some((k, fingerprint)) = &w.idem {
                 let rec = IdempotencyRecord {
-                    session_id: session.id.clone(),
+                    session_id: w.session.id.clone(),
                     fingerprint: fingerprint.clone(),
                     admission: admission.clone(),
                 };
@@ -616,17 +879,28 @@ impl Lablets {
             }
             let resp = ctx.state.txn(txn).await?;
             if resp.succeeded {
-                ctx.emit(CcmEvent::session(&session), now).await;
+                // Its plan (with this booking in it) is kept for the next bookings; the
+                // admission key written here and the revisions of the workers' records in the
+                // snapshot guard them.
+                let kept = admission::AdmissionPlan::new(&plan, &input, &snap);
+                st.previous = kept.prior().to_vec();
+                st.cache = Some(Cached {
+                    plan: kept,
+                    guard: resp.revision,
+                    templates: w.templates.clone(),
+                });
+                ctx.emit(CcmEvent::session(&w.session), now).await;
                 return Ok(BookingOutcome {
                     queued: !admission.accepted(),
-                    session: Some(session),
+                    session: Some(w.session.clone()),
                     admission,
                     created: true,
                     dry_run: false,
                 });
             }
-            if let Some(k) = &idem_key {
-                if let Some(found) = self.replay(k, &fingerprint).await? {
+            st.cache = None;
+            if let Some((k, fingerprint)) = &w.idem {
+                if let Some(found) = self.replay(k, fingerprint).await? {
                     return Ok(found);
                 }
             }

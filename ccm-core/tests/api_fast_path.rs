@@ -1,0 +1,316 @@
+//! The admission fast path through the façade, on the in-memory backends with a virtual clock:
+//! bookings that fit the kept plan are admitted without a re-plan and answer like it; the
+//! full re-plan refuses what does not fit; a changed worker record, another process's
+//! admission or an old plan send the next booking to the full re-plan.
+
+use ccm_core::api::{Admission, ApiError, BookingRequest, DefinitionDraft, Lablets, Placement};
+use ccm_core::memory::artifact::MemoryArtifactStore;
+use ccm_core::memory::events::RecordingSink;
+use ccm_core::memory::provider::SimulatedProvider;
+use ccm_core::memory::spec::MemorySpecStore;
+use ccm_core::memory::state::MemoryStateStore;
+use ccm_core::resources::Resources;
+use ccm_core::runtime::{Runtime, RuntimeSettings};
+use ccm_core::store::elector::StoreElector;
+use ccm_core::store::{Clock, SpecStore, VirtualClock};
+use ccm_core::template::{parse_templates, WorkerTemplate};
+use ccm_core::timeslot::Timestamp;
+use ccm_core::worker::{Worker, WorkerState};
+use chrono::{Duration, TimeZone, Utc};
+use std::sync::Arc;
+
+const LAB: &str = "\
+lab:
+  title: small
+nodes:
+  - id: n0
+    label: r1
+    node_definition: iosv
+    tags: [\"ssh:${PORT_R1_SSH}\"]
+";
+
+fn t0() -> Timestamp {
+    Utc.with_ymd_and_hms(2026, 5, 4, 6, 0, 0).unwrap()
+}
+
+struct World {
+    clock: VirtualClock,
+    state: Arc<MemoryStateStore>,
+    spec: Arc<MemorySpecStore>,
+    artifacts: Arc<MemoryArtifactStore>,
+    runtime: Runtime,
+    templates: Vec<WorkerTemplate>,
+}
+
+fn runtime_on(
+    clock: &VirtualClock,
+    state: &Arc<MemoryStateStore>,
+    spec: &Arc<MemorySpecStore>,
+    artifacts: &Arc<MemoryArtifactStore>,
+    candidate: &str,
+) -> Runtime {
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    Runtime::builder()
+        .state(state.clone())
+        .elector(Arc::new(StoreElector::new(state.clone(), "/ccm")))
+        .spec(spec.clone())
+        .events(Arc::new(RecordingSink::new()))
+        .clock(shared.clone())
+        .provider(Arc::new(SimulatedProvider::new(shared)))
+        .artifacts(artifacts.clone())
+        .settings(RuntimeSettings {
+            candidate: candidate.into(),
+            controller_enabled: false,
+            ..RuntimeSettings::default()
+        })
+        .build()
+        .unwrap()
+}
+
+/// A world with `workers` RUNNING workers, templates disabled (the fleet is all there is) and
+/// a definition of 8 cores, 16 GB, 1 node, 1 port (6 fit a 48-core worker at once).
+async fn world(workers: usize) -> World {
+    let clock = VirtualClock::new(t0());
+    let shared: Arc<dyn Clock> = Arc::new(clock.clone());
+    let state = Arc::new(MemoryStateStore::new(shared));
+    let spec = Arc::new(MemorySpecStore::new());
+    let templates = parse_templates(
+        include_str!("../../config/worker-templates.yaml"),
+        "worker-templates.yaml",
+    )
+    .unwrap();
+    for t in &templates {
+        let mut t = t.clone();
+        t.enabled = false;
+        spec.put_template(&t).await.unwrap();
+    }
+    let artifacts = Arc::new(MemoryArtifactStore::new());
+    let runtime = runtime_on(&clock, &state, &spec, &artifacts, "a");
+    let w = World {
+        clock,
+        state,
+        spec,
+        artifacts,
+        runtime,
+        templates,
+    };
+    w.api()
+        .register_definition(
+            DefinitionDraft {
+                name: "small".into(),
+                version: None,
+                resource_requirements: Resources {
+                    cpu_cores: 8,
+                    memory_gb: 16,
+                    storage_gb: 40,
+                },
+                node_count: None,
+                license_affinity: vec![],
+                ami_requirements: Default::default(),
+                max_duration_minutes: Some(180),
+                created_by: None,
+            },
+            LAB,
+        )
+        .await
+        .unwrap();
+    for i in 0..workers {
+        w.api()
+            .put_worker(&w.worker(&format!("w{i}")))
+            .await
+            .unwrap();
+    }
+    w
+}
+
+impl World {
+    fn api(&self) -> &Lablets {
+        self.runtime.lablets()
+    }
+
+    fn worker(&self, id: &str) -> Worker {
+        let mut w = Worker::from_template(
+            id,
+            &self.templates[0],
+            "us-east-1",
+            WorkerState::Running,
+            "2.9.0".parse().unwrap(),
+            "CML-2.9.0",
+        );
+        w.ready_at = Some(t0());
+        w
+    }
+
+    fn booking(&self, i: usize, start_in: Duration) -> BookingRequest {
+        let start = self.clock.now() + start_in;
+        BookingRequest {
+            definition_id: "small".into(),
+            timeslot_start: Some(start),
+            timeslot_end: Some(start + Duration::hours(1)),
+            owner_id: format!("student-{i}"),
+            ..BookingRequest::default()
+        }
+    }
+}
+
+#[tokio::test]
+async fn bookings_that_fit_the_kept_plan_skip_the_re_plan_and_the_rest_get_it() {
+    let w = world(1).await;
+    let mut answers = Vec::new();
+    for i in 0..6 {
+        let out = w
+            .api()
+            .book(w.booking(i, Duration::hours(2)))
+            .await
+            .unwrap();
+        answers.push(out.admission);
+    }
+    // The first booking had the full re-plan; the next five fitted its plan.
+    let c = w.api().admission_counts();
+    assert_eq!((c.fast, c.full), (5, 1), "{c:?}");
+    for a in &answers {
+        match a {
+            Admission::Accepted {
+                placement: Placement::Worker { worker_id, .. },
+                ready_by,
+                start,
+                ..
+            } => {
+                assert_eq!(worker_id, "w0");
+                assert!(ready_by <= start, "{a:?}");
+            }
+            other => panic!("expected accepted on w0, got {other:?}"),
+        }
+    }
+    // The fast path answers as the full re-plan does: in a second world, a dry run (always
+    // the full re-plan) of the second booking after the first names the same worker and times.
+    let v = world(1).await;
+    v.api()
+        .book(v.booking(0, Duration::hours(2)))
+        .await
+        .unwrap();
+    let mut dry = v.booking(1, Duration::hours(2));
+    dry.dry_run = true;
+    let d = v.api().book(dry).await.unwrap();
+    assert_eq!(d.admission, answers[1]);
+    // The seventh does not fit (48 cores, 6 × 8 taken): the full re-plan refuses it and names
+    // the constraint and the earliest slot.
+    let e = w
+        .api()
+        .book(w.booking(6, Duration::hours(2)))
+        .await
+        .unwrap_err();
+    let ApiError::Rejected(r) = e else {
+        panic!("expected a refusal, got {e:?}")
+    };
+    assert!(!r.constraint.is_empty(), "{r:?}");
+    let end = t0() + Duration::hours(3);
+    assert!(r.earliest_start.is_some_and(|t| t >= end), "{r:?}");
+    let c = w.api().admission_counts();
+    assert_eq!((c.fast, c.full), (5, 2), "{c:?}");
+    // Exactly six on the store.
+    let page = w
+        .api()
+        .list(&ccm_core::api::SessionQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.total, 6);
+}
+
+#[tokio::test]
+async fn a_changed_worker_record_or_another_process_sends_the_next_booking_to_the_re_plan() {
+    let w = world(1).await;
+    w.api()
+        .book(w.booking(0, Duration::hours(2)))
+        .await
+        .unwrap();
+    w.api()
+        .book(w.booking(1, Duration::hours(2)))
+        .await
+        .unwrap();
+    assert_eq!(w.api().admission_counts().fast, 1);
+    // The worker's record is written (as a bind, a drain or a stop would): the kept plan's
+    // view of it is stale, so the next booking is planned afresh.
+    w.api().put_worker(&w.worker("w0")).await.unwrap();
+    w.api()
+        .book(w.booking(2, Duration::hours(2)))
+        .await
+        .unwrap();
+    let c = w.api().admission_counts();
+    assert_eq!((c.fast, c.full), (1, 2), "{c:?}");
+    // And fits the new plan again.
+    w.api()
+        .book(w.booking(3, Duration::hours(2)))
+        .await
+        .unwrap();
+    assert_eq!(w.api().admission_counts().fast, 2);
+    // Another process admits a booking: the admission key moved under this process's plan.
+    let other = runtime_on(&w.clock, &w.state, &w.spec, &w.artifacts, "b");
+    other
+        .lablets()
+        .book(w.booking(4, Duration::hours(2)))
+        .await
+        .unwrap();
+    w.api()
+        .book(w.booking(5, Duration::hours(2)))
+        .await
+        .unwrap();
+    let c = w.api().admission_counts();
+    assert_eq!((c.fast, c.full), (2, 3), "{c:?}");
+    // Six taken: both processes now refuse the seventh.
+    assert!(w
+        .api()
+        .book(w.booking(6, Duration::hours(2)))
+        .await
+        .is_err());
+    assert!(other
+        .lablets()
+        .book(w.booking(7, Duration::hours(2)))
+        .await
+        .is_err());
+    // A plan older than its shelf life is not used either: the same later slot twice, the
+    // second time after the plan has aged.
+    let later = w.booking(8, Duration::hours(5));
+    w.api().book(later.clone()).await.unwrap();
+    let mut again = later.clone();
+    again.owner_id = "student-9".into();
+    let mut third = later.clone();
+    third.owner_id = "student-10".into();
+    w.api().book(again).await.unwrap();
+    let before = w.api().admission_counts();
+    w.clock.advance(Duration::seconds(
+        ccm_core::api::admission::MAX_AGE_SECS + 1,
+    ));
+    w.api().book(third).await.unwrap();
+    let after = w.api().admission_counts();
+    assert_eq!(after.fast, before.fast);
+    assert_eq!(after.full, before.full + 1);
+}
+
+/// The shape of the booking bench (20 workers, slots spread over 8 hours) on the in-memory
+/// store: most bookings take the fast path once the plan covers the day.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_bookings_spread_over_the_day_mostly_take_the_fast_path() {
+    let w = world(20).await;
+    let api = w.api().clone();
+    let mut tasks = Vec::new();
+    for i in 0..300usize {
+        let api = api.clone();
+        let mut r = w.booking(
+            i,
+            Duration::hours(1) + Duration::minutes((i % 32) as i64 * 15),
+        );
+        r.owner_id = format!("s-{i}");
+        tasks.push(tokio::spawn(async move { api.book(r).await }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap().is_ok() {
+            ok += 1;
+        }
+    }
+    let c = w.api().admission_counts();
+    eprintln!("admitted {ok}/300; fast {}, full {}", c.fast, c.full);
+    assert_eq!(c.fast + c.full, 300);
+    assert!(c.fast > c.full, "{c:?}");
+}
