@@ -301,6 +301,7 @@ mod tests {
             retry_at: None,
             last_error: String::new(),
             deleted: false,
+            import_started_at: None,
         });
         let mut with_ports = ended("ports", SessionState::Terminated, at(0));
         with_ports.allocated_ports.insert("ssh".into(), 2000);
