@@ -259,6 +259,12 @@ class Soak:
         fast = seed.replace("    drain_timeout_hours:",
                             "    startup_minutes: 1\n    drain_timeout_hours:")
         fast = fast.replace('      - "us-west-2"\n', "")
+        # Names of this run only: worker ids (template-0001, ...) never meet the instances an
+        # earlier run left on the shared moto (a worker takes the state of an instance tagged
+        # with its id).
+        tag = self.prefix.rsplit("-", 2)[-2][-6:]
+        for name in ("personal-standard", "enterprise-large"):
+            fast = fast.replace(f'name: "{name}"', f'name: "soak{tag}-{name}"')
         path = os.path.join(self.work, "worker-templates.yaml")
         with open(path, "w", encoding="utf-8") as f:
             f.write(fast)
@@ -437,9 +443,14 @@ class Soak:
 
     def killer(self, until):
         while not self.stop.wait(self.a.kill_every) and time.time() < until:
-            leaders = [d for d in self.live() if d.leads()]
+            # A member outage may have left no leader for a moment: wait for one.
+            leaders, waited = [], time.time()
+            while not leaders and time.time() - waited < 30:
+                leaders = [d for d in self.live() if d.leads()]
+                if not leaders:
+                    time.sleep(0.5)
             if not leaders:
-                log("no scheduler leader to kill this round")
+                log("no scheduler leader for 30 s: nothing to kill this round")
                 self.fig.inc("kill_rounds_without_leader")
                 continue
             d = leaders[0]

@@ -32,6 +32,7 @@ export SOAK_BIN
 export SOAK_WORK="${SOAK_WORK:-$ROOT/.ci-work/soak-$(date -u +%Y%m%dT%H%M%S)}"
 mkdir -p "$SOAK_WORK"
 PYTHON="${CCM_TEST_PYTHON:-$ROOT/.ci-work/venv/bin/python}"
+export PYTHONDONTWRITEBYTECODE=1
 # The checker first proves it finds each kind of violation (records written with etcdctl).
 "$PYTHON" "$ROOT/scripts/test_soak_check.py"
 "$PYTHON" "$ROOT/scripts/soak.py" "$@"

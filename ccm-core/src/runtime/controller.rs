@@ -550,6 +550,12 @@ impl Controller {
         let res = self
             .update_worker(fence, &ev.worker_id, |w| {
                 let mut changed = false;
+                if w.provider_id.as_deref().is_some_and(|own| own != ev.provider_id) {
+                    // Another instance tagged with this worker's id (another deployment on the
+                    // same account, a leftover of an earlier fleet): not this worker's news.
+                    tracing::warn!(worker = %w.id, own = ?w.provider_id, other = %ev.provider_id, state = %ev.state, "event for another instance with this worker's id; ignored");
+                    return Ok(false);
+                }
                 if w.provider_id.as_deref() != Some(ev.provider_id.as_str()) {
                     w.provider_id = Some(ev.provider_id.clone());
                     changed = true;
