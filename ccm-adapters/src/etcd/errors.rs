@@ -56,6 +56,16 @@ pub(crate) fn map_status(s: &Status, lease: Option<LeaseId>) -> StoreError {
     }
 }
 
+/// Whether a call failed before its request left this process (no connection to the member
+/// the channel picked): safe to send again, whatever the request.
+pub(crate) fn never_sent(s: &Status) -> bool {
+    let m = s.message();
+    s.code() == Code::Unavailable
+        && (m.contains("tcp connect error")
+            || m.contains("error trying to connect")
+            || m.contains("Connection refused"))
+}
+
 /// Whether an error is worth retrying for an idempotent read.
 pub(crate) fn is_transient(e: &StoreError) -> bool {
     matches!(e, StoreError::Unavailable(_))
@@ -64,6 +74,21 @@ pub(crate) fn is_transient(e: &StoreError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_call_that_never_connected_counts_as_never_sent() {
+        let refused = Status::unavailable("tcp connect error");
+        assert!(never_sent(&refused));
+        assert!(never_sent(&Status::unavailable(
+            "error trying to connect: tcp connect error: Connection refused (os error 111)"
+        )));
+        // Sent, outcome unknown: not resent blindly.
+        assert!(!never_sent(&Status::unavailable(
+            "error reading a body from connection"
+        )));
+        assert!(!never_sent(&Status::deadline_exceeded("tcp connect error")));
+        assert!(!never_sent(&Status::unknown("transport error")));
+    }
 
     #[test]
     fn a_connection_broken_under_the_call_is_unavailable() {

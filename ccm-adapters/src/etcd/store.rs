@@ -2,7 +2,7 @@
 
 use super::client::Conn;
 use super::config::EtcdConfig;
-use super::errors::{is_transient, map_status};
+use super::errors::{is_transient, map_status, never_sent};
 use super::pb::{etcdserverpb as pb, mvccpb};
 use super::watch::spawn_watch;
 use async_trait::async_trait;
@@ -19,6 +19,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tonic::Status;
+
+/// Times a call that could not connect is sent again (see [`EtcdStateStore`]'s unary calls).
+pub const NOT_SENT_RETRIES: u32 = 8;
 
 /// The leader elector for etcd: leader key `{prefix}/leader/{election}` with a lease,
 /// fenced by its create revision.
@@ -91,13 +94,25 @@ impl EtcdStateStore {
         StoreElector::new(self.clone(), self.config.prefix.clone())
     }
 
-    /// Runs one unary call through the connection (auth renewal included).
-    async fn call<T, F, Fut>(&self, f: F) -> Result<T, Status>
+    /// Runs one unary call through the connection (auth renewal included). A call that could
+    /// not even connect (one member down: the balanced channel may pick its endpoint) never
+    /// reached etcd, so it is sent again — writes included — up to [`NOT_SENT_RETRIES`]
+    /// times, a few milliseconds apart, letting the balancer pick a member that answers.
+    async fn call<T, F, Fut>(&self, mut f: F) -> Result<T, Status>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, Status>>,
     {
-        self.conn.call(f).await
+        let mut tries = 0;
+        loop {
+            match self.conn.call(&mut f).await {
+                Err(s) if never_sent(&s) && tries < NOT_SENT_RETRIES => {
+                    tries += 1;
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(tries))).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
