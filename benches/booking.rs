@@ -176,21 +176,24 @@ async fn book_all(b: &Bench, n: usize, tag: &str) -> Vec<std::time::Duration> {
         .await
 }
 
-async fn raw_put(b: &Bench, n: usize) {
+/// Writes `n` raw records, `IN_FLIGHT` at a time; returns each put's latency.
+async fn raw_put(b: &Bench, n: usize) -> Vec<std::time::Duration> {
     futures::stream::iter(0..n)
         .map(|i| {
             let store = b.store.clone();
             let key = b.keys.session(&format!("raw-{i}"));
             async move {
+                let t = Instant::now();
                 let txn = Txn::new()
                     .when(Compare::Missing { key: key.clone() })
                     .put(key, br#"{"raw":true}"#.to_vec());
                 assert!(store.txn(txn).await.expect("txn").succeeded);
+                t.elapsed()
             }
         })
         .buffer_unordered(IN_FLIGHT)
-        .collect::<Vec<()>>()
-        .await;
+        .collect()
+        .await
 }
 
 fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
@@ -219,6 +222,19 @@ fn bench(c: &mut Criterion) {
         )
     });
     lat.sort();
+    let (mut raw, raw_secs) = rt.block_on(async {
+        let b = world("raw-latency").await;
+        let t = Instant::now();
+        let lat = raw_put(&b, 1_000).await;
+        (lat, t.elapsed().as_secs_f64())
+    });
+    raw.sort();
+    println!(
+        "raw guarded puts, 1,000 ({IN_FLIGHT} in flight): p50 {:.2} ms, p99 {:.2} ms, {:.0} puts/s",
+        percentile(&raw, 0.50).as_secs_f64() * 1e3,
+        percentile(&raw, 0.99).as_secs_f64() * 1e3,
+        1_000.0 / raw_secs
+    );
     println!(
         "booking latency over 1,000 admitted bookings ({IN_FLIGHT} in flight, {WORKERS} workers): p50 {:.2} ms, p99 {:.2} ms, {:.0} bookings/s; fast path {}, full re-plan {}",
         percentile(&lat, 0.50).as_secs_f64() * 1e3,

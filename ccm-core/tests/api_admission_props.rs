@@ -231,7 +231,7 @@ fn assert_within_capacity(held: &[Held], caps: &BTreeMap<String, [u32; 5]>) {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 160, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn the_fast_path_admits_only_what_the_full_re_plan_admits_and_never_over_commits(w in world()) {

@@ -607,3 +607,66 @@ async fn preview_and_landscape_show_the_planned_launch() {
         "nothing billed before the launch"
     );
 }
+
+#[tokio::test]
+async fn connect_turns_a_ready_session_running_and_refuses_any_other_state() {
+    let w = world().await;
+    w.api().register_definition(draft(None), LAB).await.unwrap();
+    w.running_worker("w-a").await;
+    let out = w
+        .api()
+        .book(w.booking(Duration::hours(2), 1))
+        .await
+        .unwrap();
+    let session = out.session.unwrap();
+    // PENDING: not yet.
+    let e = w.api().connect(&session.id).await.unwrap_err();
+    assert_eq!(e.code(), "not_ready", "{e:?}");
+    assert_eq!(
+        w.api().get(&session.id).await.unwrap().state,
+        SessionState::Pending
+    );
+    let e = w.api().connect("nope").await.unwrap_err();
+    assert_eq!(e.code(), "not_found");
+    // Bound, its lab instantiated and booted (as the scheduler and the lab loop leave it):
+    // READY, an hour before its slot.
+    let key = format!("/ccm/sessions/{}", session.id);
+    let mut s = w.api().get(&session.id).await.unwrap();
+    let now = w.clock.now();
+    s.transition(SessionState::Scheduled, now, "bound").unwrap();
+    s.worker_id = Some("w-a".into());
+    s.transition(SessionState::Instantiating, now, "lab created")
+        .unwrap();
+    s.transition(SessionState::Ready, now, "every node booted")
+        .unwrap();
+    w.state
+        .put(&key, serde_json::to_vec(&s).unwrap(), None)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::minutes(5));
+    let before = w.events.types().len();
+    let running = w.api().connect(&session.id).await.unwrap();
+    assert_eq!(running.state, SessionState::Running);
+    assert_eq!(running.worker_id.as_deref(), Some("w-a"));
+    let last = running.state_history.last().unwrap();
+    assert_eq!(
+        (last.from, last.to, last.at),
+        (SessionState::Ready, SessionState::Running, w.clock.now())
+    );
+    assert_eq!(last.reason, "user connected");
+    // On the store, and announced.
+    let kv = w.state.get(&key).await.unwrap().unwrap();
+    let stored: ccm_core::session::LabletSession = serde_json::from_slice(&kv.value).unwrap();
+    assert_eq!(stored.state, SessionState::Running);
+    assert_eq!(w.events.types().len(), before + 1);
+    // Connecting again is a no-op; after it ended, a conflict.
+    let again = w.api().connect(&session.id).await.unwrap();
+    assert_eq!(again.state_history.len(), running.state_history.len());
+    assert_eq!(
+        w.state.get(&key).await.unwrap().unwrap().mod_revision,
+        kv.mod_revision
+    );
+    w.api().cancel(&session.id, "done").await.unwrap();
+    let e = w.api().connect(&session.id).await.unwrap_err();
+    assert_eq!(e.code(), "not_ready", "{e:?}");
+}

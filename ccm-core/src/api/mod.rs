@@ -88,7 +88,7 @@ pub enum ApiError {
     #[error("{message}")]
     Conflict {
         /// Stable code: `version_conflict`, `idempotency_mismatch`, `already_ended`,
-        /// `not_bound`, `contention`.
+        /// `not_bound`, `not_ready`, `contention`.
         code: &'static str,
         /// For people.
         message: String,
@@ -206,8 +206,8 @@ pub struct AdmissionCounts {
 #[derive(Default)]
 struct AdmissionState {
     cache: Option<Cached>,
-    /// The placements of the last admission plan (kept by the next full re-plan where they
-    /// still fit).
+    /// The placements of the last admission plan when it is no longer kept (the next full
+    /// re-plan keeps them where they still fit).
     previous: Vec<crate::planner::PriorAssignment>,
 }
 
@@ -795,7 +795,6 @@ impl Lablets {
         let txn = txn.put(akey, last.into_bytes());
         match ctx.state.txn(txn).await {
             Ok(resp) if resp.succeeded => {
-                st.previous = plan.prior().to_vec();
                 st.cache = Some(Cached {
                     plan,
                     guard: resp.revision,
@@ -819,9 +818,11 @@ impl Lablets {
                 // Another process admitted first, a worker used changed, or an idempotency key
                 // was taken meanwhile.
                 tracing::debug!("the store moved under the kept admission plan; planning again");
+                st.previous = cache.plan.prior().to_vec();
                 slow.extend(written.into_iter().map(|(w, _)| w));
             }
             Err(e) => {
+                st.previous = cache.plan.prior().to_vec();
                 let e = ApiError::from(e);
                 for (w, _) in written {
                     let _ = w.reply.send(Err(e.clone()));
@@ -855,7 +856,9 @@ impl Lablets {
                 &ctx.settings,
                 &w.session,
                 &w.def,
-                &st.previous,
+                st.cache
+                    .as_ref()
+                    .map_or(st.previous.as_slice(), |c| c.plan.prior()),
             );
             if let Admission::Rejected(r) = &admission {
                 if !w.queue {
@@ -882,10 +885,8 @@ impl Lablets {
                 // Its plan (with this booking in it) is kept for the next bookings; the
                 // admission key written here and the revisions of the workers' records in the
                 // snapshot guard them.
-                let kept = admission::AdmissionPlan::new(&plan, &input, &snap);
-                st.previous = kept.prior().to_vec();
                 st.cache = Some(Cached {
-                    plan: kept,
+                    plan: admission::AdmissionPlan::new(&plan, &input, &snap),
                     guard: resp.revision,
                     templates: w.templates.clone(),
                 });
@@ -898,7 +899,9 @@ impl Lablets {
                     dry_run: false,
                 });
             }
-            st.cache = None;
+            if let Some(c) = st.cache.take() {
+                st.previous = c.plan.prior().to_vec();
+            }
             if let Some((k, fingerprint)) = &w.idem {
                 if let Some(found) = self.replay(k, fingerprint).await? {
                     return Ok(found);
@@ -1010,6 +1013,53 @@ impl Lablets {
         Err(ApiError::Conflict {
             code: "contention",
             message: format!("session {id} kept changing while it was cancelled; retry"),
+        })
+    }
+
+    /// The user connected to a READY session: RUNNING now, not only at its slot start (the
+    /// state change is written only if the session record is unchanged since it was read). A
+    /// RUNNING session is returned unchanged; any other state is a conflict (`not_ready`).
+    pub async fn connect(&self, id: &str) -> Result<LabletSession, ApiError> {
+        let ctx = self.ctx();
+        let skey = ctx.keys.session(id);
+        for _ in 0..ADMISSION_ATTEMPTS {
+            let Some(kv) = ctx.state.get(&skey).await? else {
+                return Err(ApiError::NotFound {
+                    kind: "session",
+                    id: id.to_string(),
+                });
+            };
+            let s: LabletSession = codec::decode(&skey, &kv.value)?;
+            match s.state {
+                SessionState::Running => return Ok(s),
+                SessionState::Ready => {}
+                other => {
+                    return Err(ApiError::Conflict {
+                        code: "not_ready",
+                        message: format!(
+                            "session {id} is {other}: it can be connected to once it is READY"
+                        ),
+                    })
+                }
+            }
+            let now = self.now();
+            let mut next = s.clone();
+            next.transition(SessionState::Running, now, "user connected")
+                .map_err(|e| ApiError::Conflict {
+                    code: "not_ready",
+                    message: e.to_string(),
+                })?;
+            let txn = Txn::new()
+                .when(Compare::unchanged_since(skey.clone(), kv.mod_revision))
+                .put(skey.clone(), codec::encode(&skey, &next)?);
+            if ctx.state.txn(txn).await?.succeeded {
+                ctx.emit(CcmEvent::session(&next), now).await;
+                return Ok(next);
+            }
+        }
+        Err(ApiError::Conflict {
+            code: "contention",
+            message: format!("session {id} kept changing while it was connected; retry"),
         })
     }
 
