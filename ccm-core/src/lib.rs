@@ -27,7 +27,6 @@ pub mod redact;
 pub mod resources;
 pub mod runtime;
 pub mod session;
-pub mod snapshot;
 pub mod store;
 pub mod template;
 #[cfg(any(test, feature = "testkit"))]
