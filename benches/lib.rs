@@ -6,7 +6,7 @@ use ccm_core::glob::Glob;
 use ccm_core::license::LicenseType;
 use ccm_core::placement::Requirements;
 use ccm_core::resources::Load;
-use ccm_core::template::{parse_templates, WorkerTemplate};
+use ccm_core::template::WorkerTemplate;
 use ccm_core::version::VersionRange;
 use ccm_core::worker::{Worker, WorkerState};
 
@@ -42,11 +42,7 @@ impl Rng {
 
 /// The seed templates plus an EVALUATION one: mixed licences and capacities.
 pub fn bench_templates() -> Vec<WorkerTemplate> {
-    let mut ts = parse_templates(
-        include_str!("../config/worker-templates.yaml"),
-        "config/worker-templates.yaml",
-    )
-    .unwrap_or_default();
+    let mut ts = ccm_core::template::seed_templates().unwrap_or_default();
     if let Some(first) = ts.first().cloned() {
         let mut ev = first;
         ev.name = "evaluation-small".into();

@@ -6,7 +6,6 @@ use ccm_core::placement::filter::Requirements;
 use ccm_core::planner::{plan, simulate_baseline, PlanInput, PlannedSession, Policy};
 use ccm_core::resources::Load;
 use ccm_core::session::SessionState;
-use ccm_core::template::parse_templates;
 use ccm_core::timeslot::Timeslot;
 use ccm_core::worker::{Worker, WorkerState};
 use chrono::{Duration, TimeZone, Utc};
@@ -26,11 +25,7 @@ impl Lcg {
 }
 
 fn week(sessions: usize, workers: usize) -> PlanInput {
-    let templates = parse_templates(
-        include_str!("../config/worker-templates.yaml"),
-        "worker-templates.yaml",
-    )
-    .unwrap_or_default();
+    let templates = ccm_core::template::seed_templates().unwrap_or_default();
     let now = Utc
         .with_ymd_and_hms(2026, 5, 4, 0, 0, 0)
         .single()

@@ -14,7 +14,6 @@ use ccm_core::runtime::{KeyLayout, Runtime, RuntimeSettings};
 use ccm_core::session::{LabletSession, SessionState};
 use ccm_core::store::elector::StoreElector;
 use ccm_core::store::{Compare, LeaderElector, SpecStore, StateStore, Txn, VirtualClock};
-use ccm_core::template::parse_templates;
 use ccm_core::worker::{Worker, WorkerState};
 use chrono::{TimeZone, Utc};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
@@ -52,7 +51,7 @@ async fn setup() -> Setup {
     let spec = Arc::new(MemorySpecStore::new());
     spec.insert_definition(&definition()).await.unwrap();
     let keys = KeyLayout::default();
-    let t = &parse_templates(include_str!("../config/worker-templates.yaml"), "seed").unwrap()[0];
+    let t = &ccm_core::template::seed_templates().unwrap()[0];
     for i in 0..WORKERS {
         let w = Worker::from_template(
             format!("w{i:03}"),

@@ -11,20 +11,7 @@
 //! Run: `cargo run -p ccm-examples --example embed`
 
 use async_trait::async_trait;
-use ccm_core::api::{BookingRequest, DefinitionDraft};
-use ccm_core::memory::events::RecordingSink;
-use ccm_core::memory::provider::SimulatedProvider;
-use ccm_core::memory::spec::MemorySpecStore;
-use ccm_core::memory::state::MemoryStateStore;
-use ccm_core::resources::Resources;
-use ccm_core::runtime::{Runtime, RuntimeSettings};
-use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{
-    Clock, KeyValue, LeaseId, ListResponse, Revision, SpecStore, StateStore, StoreError, Txn,
-    TxnResponse, VirtualClock, WatchStream,
-};
-use ccm_core::template::parse_templates;
-use ccm_core::worker::{Worker, WorkerState};
+use ccm_core::prelude::*;
 use chrono::{Duration, TimeZone, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -124,10 +111,7 @@ async fn main() -> anyhow::Result<()> {
         committed: AtomicU64::new(0),
     });
     let spec = Arc::new(MemorySpecStore::new());
-    let templates = parse_templates(
-        include_str!("../config/worker-templates.yaml"),
-        "worker-templates.yaml",
-    )?;
+    let templates = seed_templates()?;
     spec.seed_templates(&templates).await?;
     let runtime = Runtime::builder()
         .state(store.clone())

@@ -12,17 +12,12 @@ use aws_sdk_ec2::Client;
 use aws_smithy_mocks::{mock, mock_client, Rule, RuleMode};
 use ccm_adapters::ec2::{Ec2Config, Ec2Provider};
 use ccm_core::store::{LaunchRequest, ProviderError, WorkerProvider};
-use ccm_core::template::{parse_templates, WorkerTemplate};
+use ccm_core::template::WorkerTemplate;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 fn template() -> WorkerTemplate {
-    parse_templates(
-        include_str!("../../config/worker-templates.yaml"),
-        "worker-templates.yaml",
-    )
-    .unwrap()
-    .remove(0)
+    ccm_core::template::seed_templates().unwrap().remove(0)
 }
 
 fn req(worker_id: &str) -> LaunchRequest {

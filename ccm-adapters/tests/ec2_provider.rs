@@ -10,7 +10,7 @@ use ccm_adapters::ec2::{
     Ec2Config, Ec2Provider, Secret, StaticCredentials, TAG_MANAGED_BY, TAG_TEMPLATE, TAG_WORKER_ID,
 };
 use ccm_core::store::{LaunchRequest, ProviderError, WorkerProvider};
-use ccm_core::template::{parse_templates, WorkerTemplate};
+use ccm_core::template::WorkerTemplate;
 use ccm_core::testkit::provider::{self as suite, Driver};
 use std::process::Command;
 use std::time::Duration;
@@ -34,12 +34,7 @@ fn python() -> String {
 }
 
 fn template() -> WorkerTemplate {
-    parse_templates(
-        include_str!("../../config/worker-templates.yaml"),
-        "worker-templates.yaml",
-    )
-    .unwrap()
-    .remove(0)
+    ccm_core::template::seed_templates().unwrap().remove(0)
 }
 
 fn config(page_size: i32) -> Ec2Config {

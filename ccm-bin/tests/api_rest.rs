@@ -10,17 +10,8 @@ use std::process::{Child, Command, Stdio};
 
 const TOKEN: &str = "test-token-0123456789";
 
-const LAB: &str = "\
-lab:
-  title: ccna
-nodes:
-  - id: n0
-    label: r1
-    tags: [\"ssh:${PORT_R1_SSH}\", \"vnc:${PORT_R1_VNC}\"]
-  - id: n1
-    label: r2
-    tags: ['ssh:${PORT_R2_SSH}']
-";
+/// The shared test lab (three nodes, ports r1_ssh, r1_vnc, r2_ssh).
+const LAB: &str = include_str!("../../ccm-core/tests/data/labs/ccna-three-routers.yaml");
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -163,7 +154,7 @@ async fn the_api_books_explains_and_cancels_with_stable_errors() {
     assert_eq!(s, 201, "{v}");
     assert_eq!(v["outcome"], "created");
     assert_eq!(v["definition"]["id"], "ccna@1.0.0");
-    assert_eq!(v["definition"]["node_count"], 2);
+    assert_eq!(v["definition"]["node_count"], 3);
     let names: Vec<&str> = v["definition"]["port_template"]
         .as_array()
         .unwrap()

@@ -400,6 +400,20 @@ pub fn load_templates_file(path: &Path) -> Result<Vec<WorkerTemplate>, TemplateE
     parse_templates(&text, &path.display().to_string())
 }
 
+/// The seed worker templates of the original design, as shipped in
+/// `config/worker-templates.yaml` (the one place the file is compiled in).
+pub const SEED_TEMPLATES_YAML: &str = include_str!("../../config/worker-templates.yaml");
+
+/// The seed templates ([`SEED_TEMPLATES_YAML`]) parsed and validated.
+///
+/// ```
+/// let seed = ccm_core::template::seed_templates().unwrap();
+/// assert_eq!(seed[0].name, "personal-standard");
+/// ```
+pub fn seed_templates() -> Result<Vec<WorkerTemplate>, TemplateError> {
+    parse_templates(SEED_TEMPLATES_YAML, "config/worker-templates.yaml")
+}
+
 /// Parses and validates templates from YAML text; `file` is used in error messages.
 ///
 /// ```
@@ -549,7 +563,7 @@ pub fn locate_field(text: &str, index: usize, field: &str) -> Option<usize> {
 mod tests {
     use super::*;
 
-    const SEED: &str = include_str!("../../config/worker-templates.yaml");
+    const SEED: &str = SEED_TEMPLATES_YAML;
 
     #[test]
     fn seed_file_loads_unchanged() {

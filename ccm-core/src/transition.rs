@@ -45,6 +45,45 @@ pub struct InvalidTransition {
     pub allowed: Vec<String>,
 }
 
+/// Shortest way from `from` to `to` in `S`'s transition table: the steps after `from`, ending
+/// with `to` (empty when `from == to`); `None` when `to` cannot be reached.
+///
+/// A state in `last_resort` (e.g. a worker's UNKNOWN) is passed through only when there is no
+/// other way (or when it is `to` itself).
+pub fn shortest_path<S: StateMachine + Ord>(from: S, to: S, last_resort: &[S]) -> Option<Vec<S>> {
+    use std::collections::{BTreeMap, VecDeque};
+    for allow_last_resort in [false, true] {
+        let mut prev: BTreeMap<S, S> = BTreeMap::new();
+        let mut q = VecDeque::from([from]);
+        while let Some(s) = q.pop_front() {
+            if s == to {
+                let mut steps = vec![to];
+                let mut cur = to;
+                while let Some(p) = prev.get(&cur) {
+                    if *p == from {
+                        break;
+                    }
+                    steps.push(*p);
+                    cur = *p;
+                }
+                steps.reverse();
+                return Some(steps);
+            }
+            for n in s.next_states() {
+                if (last_resort.contains(n) && !allow_last_resort && *n != to)
+                    || *n == from
+                    || prev.contains_key(n)
+                {
+                    continue;
+                }
+                prev.insert(*n, s);
+                q.push_back(*n);
+            }
+        }
+    }
+    None
+}
+
 /// Implements `Display` as the SCREAMING_SNAKE_CASE name used on the wire.
 macro_rules! screaming_display {
     ($t:ty { $($v:ident => $s:literal),* $(,)? }) => {
@@ -62,3 +101,31 @@ macro_rules! screaming_display {
     };
 }
 pub(crate) use screaming_display;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::worker::WorkerState as W;
+
+    fn worker_path(from: W, to: W) -> Option<Vec<W>> {
+        shortest_path(from, to, &[W::Unknown])
+    }
+
+    #[test]
+    fn worker_paths_follow_the_table() {
+        assert_eq!(
+            worker_path(W::Pending, W::Running),
+            Some(vec![W::Provisioning, W::Starting, W::Running])
+        );
+        assert_eq!(
+            worker_path(W::Running, W::Stopped),
+            Some(vec![W::Draining, W::Stopping, W::Stopped])
+        );
+        assert_eq!(worker_path(W::Running, W::Failed), Some(vec![W::Failed]));
+        assert_eq!(worker_path(W::Terminated, W::Running), None);
+        assert_eq!(
+            worker_path(W::Stopped, W::Running),
+            Some(vec![W::Starting, W::Running])
+        );
+    }
+}

@@ -139,7 +139,7 @@ pub struct Worker {
     pub state: WorkerState,
     /// Declared capacity (`nodes` = max CML nodes).
     pub capacity: Load,
-    /// Used by capacity-holding sessions (derived; see [`crate::snapshot::derive_allocations`]).
+    /// Used by capacity-holding sessions (derived from the sessions bound to the worker; see [`crate::runtime::snapshot`]).
     #[serde(default)]
     pub allocated: Load,
     /// Licence it runs with.

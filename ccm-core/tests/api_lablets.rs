@@ -16,30 +16,14 @@ use ccm_core::runtime::{Runtime, RuntimeSettings};
 use ccm_core::session::SessionState;
 use ccm_core::store::elector::StoreElector;
 use ccm_core::store::{ArtifactStore, Clock, SpecStore, StateStore, VirtualClock};
-use ccm_core::template::{parse_templates, WorkerTemplate};
+use ccm_core::template::WorkerTemplate;
 use ccm_core::timeslot::Timestamp;
 use ccm_core::worker::{Worker, WorkerState};
 use chrono::{Duration, TimeZone, Utc};
 use std::sync::Arc;
 
-const LAB: &str = "\
-# A three-router lab
-lab:
-  title: ccna
-nodes:
-  - id: n0
-    label: r1
-    node_definition: iosv
-    tags: [\"ssh:${PORT_R1_SSH}\", \"vnc:${PORT_R1_VNC}\"]
-  - id: n1
-    label: r2
-    node_definition: iosv
-    tags: ['ssh:${PORT_R2_SSH}']
-  - id: n2
-    label: sw1
-    node_definition: iosvl2
-    tags: [core]
-";
+/// The shared test lab: three nodes, ports r1_ssh, r1_vnc, r2_ssh.
+const LAB: &str = include_str!("data/labs/ccna-three-routers.yaml");
 
 struct World {
     clock: VirtualClock,
@@ -68,11 +52,7 @@ async fn world() -> World {
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
     let state = Arc::new(MemoryStateStore::new(shared.clone()));
     let spec = Arc::new(MemorySpecStore::new());
-    let templates = parse_templates(
-        include_str!("../../config/worker-templates.yaml"),
-        "worker-templates.yaml",
-    )
-    .unwrap();
+    let templates = ccm_core::template::seed_templates().unwrap();
     spec.seed_templates(&templates).await.unwrap();
     let artifacts = Arc::new(MemoryArtifactStore::new());
     let events = Arc::new(RecordingSink::new());

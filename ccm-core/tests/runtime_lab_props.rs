@@ -749,3 +749,44 @@ async fn back_to_back_sessions_import_once() {
     assert_eq!(lw.labs.imports(), 1);
     assert_eq!(rt.metrics().lab_reuses_total, 3);
 }
+
+/// The lab loop is watch-driven: with every interval an hour long and the virtual clock
+/// standing still, a session booked after the loops' first passes is bound (the scheduler wakes
+/// on the PENDING put) and instantiated (the lab loop wakes on the binding) at the same instant.
+#[tokio::test]
+async fn a_watched_change_wakes_the_lab_loop_before_its_interval() {
+    let lw = LabWorld::new(LabTimings::realistic()).await;
+    lw.w.add_worker("w1").await;
+    let hour = std::time::Duration::from_secs(3600);
+    let settings = RuntimeSettings {
+        scheduler_interval: hour,
+        controller_interval: hour,
+        lab_interval: hour,
+        ..LabWorld::settings("a")
+    };
+    let h = lw.runtime(settings).spawn();
+    eventually("the lab loop leads and ran its first pass", || async {
+        h.runtime().leadership().lab && h.runtime().metrics().lab_runs >= 1
+    })
+    .await;
+    settle().await;
+    let before = h.runtime().metrics().lab_runs;
+    let now = lw.w.clock_now();
+    lw.add_slot("s1", now + Duration::minutes(10), 60).await;
+    eventually("s1 instantiating without the clock moving", || async {
+        lw.w.session("s1").await.state == SessionState::Instantiating
+    })
+    .await;
+    assert_eq!(lw.w.clock_now(), now, "no interval ran out");
+    assert!(
+        h.runtime().metrics().lab_runs > before,
+        "the lab loop ran again on the watch"
+    );
+    let s = lw.w.session("s1").await;
+    assert_eq!(
+        s.lab.map(|p| p.worker_id),
+        Some("w1".to_string()),
+        "the import started on the bound worker"
+    );
+    h.shutdown().await;
+}

@@ -8,7 +8,6 @@ use ccm_core::resources::{Load, Resources};
 use ccm_core::runtime::KeyLayout;
 use ccm_core::session::{LabletSession, SessionState};
 use ccm_core::store::StateStore;
-use ccm_core::template::parse_templates;
 use ccm_core::worker::{Worker, WorkerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
@@ -250,11 +249,7 @@ pub async fn check_consistent(
 
 /// Writes the definition and `n` RUNNING personal-standard workers under the prefix.
 pub async fn seed_fleet(store: &EtcdStateStore, keys: &KeyLayout, n: usize) -> LabletDefinition {
-    let templates = parse_templates(
-        include_str!("../../../config/worker-templates.yaml"),
-        "seed",
-    )
-    .unwrap();
+    let templates = ccm_core::template::seed_templates().unwrap();
     let def = definition();
     put_json(store, &keys.definition(&def.id), &def).await;
     for i in 0..n {

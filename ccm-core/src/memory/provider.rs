@@ -6,13 +6,12 @@
 //! # tokio_test_block_on(async {
 //! use ccm_core::memory::provider::SimulatedProvider;
 //! use ccm_core::store::{Clock, LaunchRequest, VirtualClock, WorkerProvider};
-//! use ccm_core::template::parse_templates;
 //! use ccm_core::worker::WorkerState;
 //! use chrono::{Duration, TimeZone, Utc};
 //! use std::sync::Arc;
 //! let clock = VirtualClock::new(Utc.with_ymd_and_hms(2026, 5, 4, 7, 0, 0).unwrap());
 //! let cloud = SimulatedProvider::new(Arc::new(clock.clone()));
-//! let t = parse_templates(include_str!("../../../config/worker-templates.yaml"), "seed").unwrap().remove(0);
+//! let t = ccm_core::template::seed_templates().unwrap().remove(0);
 //! cloud.launch(LaunchRequest { worker_id: "w1".into(), template: t, region: "us-east-1".into() }).await.unwrap();
 //! clock.advance(Duration::minutes(20));
 //! let states: Vec<_> = cloud.poll_events().await.into_iter().map(|e| e.state).collect();
@@ -133,12 +132,11 @@ impl SimulatedProvider {
     /// use ccm_core::memory::provider::SimulatedProvider;
     /// use ccm_core::store::{VirtualClock, WorkerProvider};
     /// use ccm_core::worker::{Worker, WorkerState};
-    /// use ccm_core::template::parse_templates;
     /// use chrono::{TimeZone, Utc};
     /// use std::sync::Arc;
     /// let clock = VirtualClock::new(Utc.with_ymd_and_hms(2026, 5, 4, 7, 0, 0).unwrap());
     /// let cloud = SimulatedProvider::new(Arc::new(clock));
-    /// let t = parse_templates(include_str!("../../../config/worker-templates.yaml"), "seed").unwrap().remove(0);
+    /// let t = ccm_core::template::seed_templates().unwrap().remove(0);
     /// let w = Worker::from_template("old-1", &t, "us-east-1", WorkerState::Stopped, "2.9.0".parse().unwrap(), "cml");
     /// cloud.adopt(&w, t.startup_minutes).unwrap();
     /// cloud.start("old-1").await.unwrap();
@@ -429,7 +427,6 @@ impl WorkerProvider for SimulatedProvider {
 mod tests {
     use super::*;
     use crate::store::VirtualClock;
-    use crate::template::parse_templates;
     use chrono::TimeZone;
 
     fn setup() -> (
@@ -439,12 +436,7 @@ mod tests {
     ) {
         let clock = VirtualClock::new(chrono::Utc.with_ymd_and_hms(2026, 5, 4, 7, 0, 0).unwrap());
         let p = SimulatedProvider::new(Arc::new(clock.clone()));
-        let t = parse_templates(
-            include_str!("../../../config/worker-templates.yaml"),
-            "seed",
-        )
-        .unwrap()
-        .remove(0);
+        let t = crate::template::seed_templates().unwrap().remove(0);
         (clock, p, t)
     }
 

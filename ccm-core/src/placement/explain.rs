@@ -160,8 +160,7 @@ impl std::error::Error for Unschedulable {}
 /// use ccm_core::placement::explain::{template_hint, Hint};
 /// use ccm_core::placement::filter::Requirements;
 /// use ccm_core::resources::Load;
-/// use ccm_core::template::parse_templates;
-/// let templates = parse_templates(include_str!("../../../config/worker-templates.yaml"), "seed").unwrap();
+/// let templates = ccm_core::template::seed_templates().unwrap();
 /// let mut req = Requirements { load: Load { cpu_cores: 64, memory_gb: 8, storage_gb: 10, nodes: 3 },
 ///     license_affinity: vec![], cml_versions: Default::default(), node_definitions: vec![],
 ///     ami: None, ports: vec![], region: None };

@@ -371,9 +371,8 @@ pub fn check_dynamic(
 /// ```
 /// use ccm_core::placement::filter::{check, Requirements, Rejection};
 /// use ccm_core::resources::Load;
-/// use ccm_core::template::parse_templates;
 /// use ccm_core::worker::{Worker, WorkerState};
-/// let t = &parse_templates(include_str!("../../../config/worker-templates.yaml"), "seed").unwrap()[0];
+/// let t = &ccm_core::template::seed_templates().unwrap()[0];
 /// let mut w = Worker::from_template("w1", t, "us-east-1", WorkerState::Running, "2.9.0".parse().unwrap(), "CML-2.9.0");
 /// w.allocated.cpu_cores = 46;
 /// let req = Requirements { load: Load { cpu_cores: 4, memory_gb: 8, storage_gb: 10, nodes: 3 },

@@ -289,9 +289,8 @@ impl Attributes {
 /// ```
 /// use ccm_core::placement::{Fleet, Requirements, Scoring};
 /// use ccm_core::resources::Load;
-/// use ccm_core::template::parse_templates;
 /// use ccm_core::worker::{Worker, WorkerState};
-/// let t = &parse_templates(include_str!("../../../config/worker-templates.yaml"), "seed").unwrap()[0];
+/// let t = &ccm_core::template::seed_templates().unwrap()[0];
 /// let mk = |id: &str| Worker::from_template(id, t, "us-east-1", WorkerState::Running,
 ///     "2.9.0".parse().unwrap(), "CML-2.9.0");
 /// let mut fleet = Fleet::new(vec![mk("w1"), mk("w2")], Scoring::default()).unwrap();

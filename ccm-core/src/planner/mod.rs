@@ -21,11 +21,10 @@
 //! use ccm_core::placement::filter::Requirements;
 //! use ccm_core::resources::Load;
 //! use ccm_core::session::SessionState;
-//! use ccm_core::template::parse_templates;
 //! use ccm_core::timeslot::Timeslot;
 //! use chrono::{Duration, TimeZone, Utc};
 //!
-//! let templates = parse_templates(include_str!("../../../config/worker-templates.yaml"), "seed").unwrap();
+//! let templates = ccm_core::template::seed_templates().unwrap();
 //! let now = Utc.with_ymd_and_hms(2026, 5, 4, 6, 0, 0).unwrap();
 //! let start = now + Duration::hours(2);
 //! let req = Requirements { load: Load { cpu_cores: 4, memory_gb: 16, storage_gb: 20, nodes: 5 },

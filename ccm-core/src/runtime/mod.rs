@@ -11,6 +11,11 @@
 //!   (instantiate, reuse, start, ready, run, stop, wipe) through a [`crate::store::LabRuntime`].
 //! * Each loop runs only while this process leads its election ([`LeaderHandle`],
 //!   [`Campaigner`]): keep-alive every TTL/3, writes stop at once when leadership is lost.
+//!   One driver (`driver.rs`) runs every loop the same way: a pass on leadership, then on a
+//!   watched change (the scheduler: a PENDING session; the lab loop: any session or worker) or
+//!   when the loop's interval runs out (the re-list), whichever comes first.
+//! * Each loop decides in a pure step (`decide.rs` of `scheduler/`, `controller/`,
+//!   `lab_loop/`) and applies the decision as fenced transactions and provider or CML calls.
 //! * [`Runtime`] wires the stores, the clock and the provider; its loops run on any
 //!   [`crate::store::Clock`], and a pass can be called directly ([`Runtime::step`]) so a
 //!   virtual clock drives a whole day in seconds.
@@ -23,6 +28,7 @@ mod builder;
 pub mod codec;
 pub(crate) mod context;
 mod controller;
+mod driver;
 pub mod keys;
 pub mod lab_loop;
 mod leadership;
@@ -77,6 +83,18 @@ pub enum RuntimeError {
     /// (names the loop and the panic).
     #[error("runtime stopped: {0}")]
     LoopDied(String),
+    /// A record kept changing under this process: every one of `tries` compare-and-swap writes
+    /// lost (the next pass re-reads it).
+    #[error("{key}: gave up after {tries} write conflicts in a row")]
+    Conflict {
+        /// The key that kept moving.
+        key: String,
+        /// Attempts made (`max_conflict_retries`).
+        tries: u32,
+    },
+    /// The stored state contradicts itself (names what and where); nothing was written.
+    #[error("inconsistent state: {0}")]
+    Inconsistent(String),
     /// The runtime was built wrong (names what is missing or invalid).
     #[error("runtime configuration: {0}")]
     Config(String),

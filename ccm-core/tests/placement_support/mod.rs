@@ -4,17 +4,13 @@
 use ccm_core::license::LicenseType;
 use ccm_core::placement::Requirements;
 use ccm_core::resources::{Load, Resources};
-use ccm_core::template::{parse_templates, PortRange, WorkerTemplate};
+use ccm_core::template::{PortRange, WorkerTemplate};
 use ccm_core::worker::{Worker, WorkerState};
 
 /// The seed templates: `personal-standard` (48/192/500, 20 nodes, us-east-1 + us-west-2) and
 /// `enterprise-large` (48/192/1000, 500 nodes, us-east-1).
 pub fn seed_templates() -> Vec<WorkerTemplate> {
-    parse_templates(
-        include_str!("../../../config/worker-templates.yaml"),
-        "config/worker-templates.yaml",
-    )
-    .unwrap()
+    ccm_core::template::seed_templates().unwrap()
 }
 
 /// A template with the given licence, capacity and port range.

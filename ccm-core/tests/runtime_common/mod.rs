@@ -11,7 +11,7 @@ use ccm_core::runtime::{KeyLayout, Runtime, RuntimeSettings};
 use ccm_core::session::LabletSession;
 use ccm_core::store::elector::StoreElector;
 use ccm_core::store::{SpecStore, StateStore, VirtualClock};
-use ccm_core::template::{parse_templates, WorkerTemplate};
+use ccm_core::template::WorkerTemplate;
 use ccm_core::timeslot::{Timeslot, Timestamp};
 use ccm_core::worker::{Worker, WorkerState};
 use chrono::{Duration, TimeZone, Utc};
@@ -22,11 +22,7 @@ pub fn t0() -> Timestamp {
 }
 
 pub fn templates() -> Vec<WorkerTemplate> {
-    parse_templates(
-        include_str!("../../../config/worker-templates.yaml"),
-        "seed",
-    )
-    .unwrap()
+    ccm_core::template::seed_templates().unwrap()
 }
 
 /// 4 cores, 16 GB, 20 GB, 2 nodes, ports ssh + vnc: 10 fit a personal-standard worker (nodes 20/2).

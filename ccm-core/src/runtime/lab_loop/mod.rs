@@ -24,7 +24,8 @@ pub use decide::{decide, end_of_use, instantiate_at, needs, LabAction, LabsKnown
 
 use super::codec;
 use super::context::{Commit, Ctx, Write};
-use super::leadership::{shutdown_requested, LeaderHandle};
+use super::driver::{self, PassOutcome, Reconciler};
+use super::leadership::LeaderHandle;
 use super::settings::RuntimeSettings;
 use super::snapshot::{self, StateSnapshot};
 use super::RuntimeError;
@@ -181,14 +182,15 @@ impl Shared {
         self.ctx.commit(fence, writes).await
     }
 
-    /// Re-reads a session and applies `f` to its progress (retrying on conflicts a few
-    /// times): how an import task records its result.
+    /// Re-reads a session and applies `f` to its progress (retrying on conflicts up to
+    /// `max_conflict_retries` times): how an import task records its result.
     async fn update_progress<F>(&self, fence: &Fence, id: &str, f: F) -> Result<(), RuntimeError>
     where
         F: Fn(&mut LabletSession) -> bool,
     {
         let key = self.ctx.keys.session(id);
-        for _ in 0..5 {
+        let tries = self.ctx.settings.max_conflict_retries.max(1);
+        for _ in 0..tries {
             let Some(kv) = self.ctx.state.get(&key).await? else {
                 return Ok(());
             };
@@ -202,7 +204,7 @@ impl Shared {
                 Commit::Conflict { .. } | Commit::TooLarge => continue,
             }
         }
-        Ok(())
+        Err(RuntimeError::Conflict { key, tries })
     }
 }
 
@@ -885,33 +887,52 @@ impl LabLoop {
         self.in_flight().tasks.insert(id, task);
     }
 
-    /// Repeats [`LabLoop::reconcile_once`] every `lab_interval` while this process leads,
-    /// until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let ctx = &self.shared.ctx;
-        let interval = chrono::Duration::from_std(ctx.settings.lab_interval)
-            .unwrap_or_else(|_| chrono::Duration::seconds(10));
-        let mut leader_rx = self.leader.subscribe();
-        loop {
-            if self.leader.fence().is_some() {
-                match self.reconcile_once(ctx.clock.now()).await {
-                    Ok(_) | Err(RuntimeError::NotLeader { .. }) => {}
-                    Err(e) => tracing::warn!(error = %e, "lab loop pass failed"),
-                }
-                let next = crate::timeslot::saturating_add(ctx.clock.now(), interval);
-                tokio::select! {
-                    _ = shutdown_requested(&mut shutdown) => break,
-                    _ = ctx.clock.sleep_until(next) => {}
-                    r = leader_rx.changed() => if r.is_err() { break },
-                }
-            } else {
-                self.in_flight().abort_all();
-                tokio::select! {
-                    _ = shutdown_requested(&mut shutdown) => break,
-                    r = leader_rx.changed() => if r.is_err() { break },
-                }
-            }
-        }
+    /// Runs [`LabLoop::reconcile_once`] while this process leads, until `shutdown` turns
+    /// true: on every change of a session or worker record and at least every `lab_interval`
+    /// (the re-list); imports in flight are aborted when leadership is lost (see
+    /// [`super::driver`]).
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
+        driver::drive(self, shutdown).await;
+    }
+}
+
+impl Reconciler for LabLoop {
+    fn name(&self) -> &'static str {
+        super::LAB
+    }
+
+    fn leader(&self) -> &LeaderHandle {
+        &self.leader
+    }
+
+    fn clock(&self) -> &dyn crate::store::Clock {
+        self.shared.ctx.clock.as_ref()
+    }
+
+    fn state(&self) -> &dyn crate::store::StateStore {
+        self.shared.ctx.state.as_ref()
+    }
+
+    fn interval(&self) -> chrono::Duration {
+        driver::interval_of(
+            self.shared.ctx.settings.lab_interval,
+            chrono::Duration::seconds(10),
+        )
+    }
+
+    fn watch_prefixes(&self) -> Vec<String> {
+        let keys = &self.shared.ctx.keys;
+        vec![keys.sessions(), keys.workers()]
+    }
+
+    async fn pass(&self, now: Timestamp) -> Result<PassOutcome, RuntimeError> {
+        let r = self.reconcile_once(now).await?;
+        Ok(PassOutcome {
+            revision: Some(r.revision),
+        })
+    }
+
+    fn on_leadership_lost(&self) {
         self.in_flight().abort_all();
     }
 }

@@ -1,19 +1,20 @@
 //! The scheduler loop: binds due PENDING sessions to RUNNING workers and expires the ones whose
 //! slot passed, in fenced transactions.
 
+mod decide;
+
 use super::codec;
 use super::context::{Commit, Ctx, Write};
-use super::leadership::{shutdown_requested, LeaderHandle};
+use super::driver::{self, PassOutcome, Reconciler};
+use super::leadership::LeaderHandle;
 use super::snapshot::{self, StateSnapshot};
 use super::RuntimeError;
 use crate::events::CcmEvent;
-use crate::placement::filter::Requirements;
-use crate::placement::Fleet;
 use crate::session::{LabletSession, SessionState};
-use crate::store::{Fence, Revision, WatchEvent, WatchStream};
+use crate::store::{Fence, Revision, WatchEvent};
 use crate::timeslot::Timestamp;
 use crate::worker::Worker;
-use futures::{FutureExt, StreamExt};
+use decide::Tentative;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -73,14 +74,6 @@ impl std::fmt::Debug for Scheduler {
             .field("leader", &self.leader.is_leader())
             .finish()
     }
-}
-
-struct Tentative {
-    session: LabletSession,
-    expect: Revision,
-    worker: String,
-    ports: BTreeMap<String, u16>,
-    load: crate::resources::Load,
 }
 
 impl Scheduler {
@@ -152,25 +145,8 @@ impl Scheduler {
     ) -> Result<Outcome, RuntimeError> {
         let ctx = &self.ctx;
         let max = ctx.txn_limit();
-        // 1. Expire PENDING sessions whose slot start passed more than the grace ago.
-        let mut expiring = Vec::new();
-        for s in snap.sessions.values() {
-            let v = &s.value;
-            if v.state != SessionState::Pending {
-                continue;
-            }
-            if let Some(slot) = v.timeslot {
-                if now > slot.expires_at(ctx.settings.pending_grace) {
-                    let mut e = v.clone();
-                    e.transition(
-                        SessionState::Expired,
-                        now,
-                        format!("not placed by slot start {} + grace", slot.start),
-                    )?;
-                    expiring.push((e, s.mod_revision));
-                }
-            }
-        }
+        let decision = decide::decide(snap, now, &ctx.settings)?;
+        let expiring = decision.expire;
         for chunk in expiring.chunks(max - 1) {
             let mut dropped: BTreeSet<String> = BTreeSet::new();
             loop {
@@ -216,79 +192,9 @@ impl Scheduler {
                 }
             }
         }
-        // Sessions expired (or left out because they moved) are not bound in this pass.
-        let expired: BTreeSet<&str> = expiring.iter().map(|(s, _)| s.id.as_str()).collect();
-
-        // 2. Due sessions in a deterministic order: slot start (ASAP: created_at), then id.
-        let lead = ctx.settings.lead_time;
-        let mut due: Vec<&LabletSession> = Vec::new();
-        let mut not_due = 0;
-        for s in snap.sessions.values() {
-            let v = &s.value;
-            if v.state != SessionState::Pending || expired.contains(v.id.as_str()) {
-                continue;
-            }
-            if v.due_at(lead).is_none_or(|d| now >= d) {
-                due.push(v);
-            } else {
-                not_due += 1;
-            }
-        }
-        report.not_due = not_due;
-        due.sort_by(|a, b| {
-            let ka = a.timeslot.map_or(a.created_at, |t| t.start);
-            let kb = b.timeslot.map_or(b.created_at, |t| t.start);
-            ka.cmp(&kb).then_with(|| a.id.cmp(&b.id))
-        });
-
-        // 3. Decide every binding on a working copy of the fleet.
-        // A worker named by an undecodable session record has a load nobody can count: it
-        // takes no new binding until the record is repaired.
-        let workers: Vec<Worker> = snap
-            .workers
-            .values()
-            .filter(|w| !snap.has_unknown_sessions(&w.value.id))
-            .map(|w| w.value.clone())
-            .collect();
-        let mut fleet = Fleet::new(workers, ctx.settings.scoring)
-            .map_err(|e| RuntimeError::Config(format!("fleet snapshot: {e}")))?;
-        let mut tentative = Vec::new();
-        for s in due {
-            let Some(def) = snap.definitions.get(&s.definition_id) else {
-                report.unschedulable.push((
-                    s.id.clone(),
-                    format!("definition: {} not found", s.definition_id),
-                ));
-                continue;
-            };
-            let req = Requirements::of(def, s.region.as_deref());
-            match fleet.place(&req) {
-                Ok(choice) => match fleet.commit(&s.id, &choice) {
-                    Ok(b) => tentative.push(Tentative {
-                        session: s.clone(),
-                        expect: snap.sessions.get(&s.id).map_or(0, |v| v.mod_revision),
-                        worker: b.worker,
-                        ports: b.ports,
-                        load: b.load,
-                    }),
-                    Err(e) => report
-                        .unschedulable
-                        .push((s.id.clone(), format!("commit: {e}"))),
-                },
-                Err(u) => {
-                    let reason = u
-                        .rejected_by
-                        .iter()
-                        .filter(|(_, n)| **n > 0)
-                        .max_by(|a, b| a.1.cmp(b.1).then(b.0.cmp(a.0)))
-                        .map_or("no_workers", |(k, _)| k.as_str());
-                    report.unschedulable.push((
-                        s.id.clone(),
-                        format!("{reason}: {}", u.to_string().replace('\n', ";")),
-                    ));
-                }
-            }
-        }
+        report.not_due = decision.not_due;
+        report.unschedulable.extend(decision.unschedulable);
+        let tentative = decision.bind;
 
         // 4. Commit in batches that fit the transaction limit (sessions + workers + fence).
         let mut committed: BTreeMap<String, (Worker, Revision)> = BTreeMap::new();
@@ -337,9 +243,9 @@ impl Scheduler {
                         }
                     };
                     w.allocated = w.allocated.saturating_add(&t.load);
-                    w.ports
-                        .restore(&t.session.id, &t.ports)
-                        .map_err(|e| RuntimeError::Config(format!("port bookkeeping: {e}")))?;
+                    w.ports.restore(&t.session.id, &t.ports).map_err(|e| {
+                        RuntimeError::Inconsistent(format!("port bookkeeping: {e}"))
+                    })?;
                     w.last_activity_at = Some(now);
                     let mut s = t.session.clone();
                     s.transition(
@@ -420,71 +326,9 @@ impl Scheduler {
 
     /// Runs while this process leads the scheduler: a pass at once, then on every watch event
     /// of a PENDING session and every `scheduler_interval` (the re-list catches lost events),
-    /// until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let ctx = &self.ctx;
-        let interval = chrono::Duration::from_std(ctx.settings.scheduler_interval)
-            .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let mut leader_rx = self.leader.subscribe();
-        loop {
-            // Wait for leadership.
-            while self.leader.fence().is_none() {
-                tokio::select! {
-                    _ = shutdown_requested(&mut shutdown) => return,
-                    r = leader_rx.changed() => if r.is_err() { return },
-                }
-            }
-            let fence = self.leader.fence();
-            let mut stream: Option<WatchStream> = None;
-            'leading: loop {
-                if *shutdown.borrow() {
-                    return;
-                }
-                if self.leader.fence() != fence {
-                    break 'leading;
-                }
-                match self.reconcile_once(ctx.clock.now()).await {
-                    Ok(r) => {
-                        if stream.is_none() {
-                            match ctx.state.watch(&ctx.keys.sessions(), r.revision + 1).await {
-                                Ok(s) => stream = Some(s),
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "session watch failed; relying on re-list")
-                                }
-                            }
-                        }
-                    }
-                    Err(RuntimeError::NotLeader { .. }) => break 'leading,
-                    Err(e) => tracing::warn!(error = %e, "scheduler pass failed"),
-                }
-                let next = crate::timeslot::saturating_add(ctx.clock.now(), interval);
-                loop {
-                    tokio::select! {
-                        _ = shutdown_requested(&mut shutdown) => return,
-                        r = leader_rx.changed() => {
-                            if r.is_err() { return; }
-                            if self.leader.fence() != fence { break 'leading; }
-                        }
-                        _ = ctx.clock.sleep_until(next) => break,
-                        ev = next_event(&mut stream) => match ev {
-                            Some(Ok(e)) => {
-                                // Drain what is already delivered, so a burst of writes costs one pass.
-                                let hit = self.is_pending_put(&e) | drain_pending(self, &mut stream);
-                                if hit {
-                                    break;
-                                }
-                            }
-                            Some(Err(e)) => {
-                                tracing::warn!(error = %e, "session watch broke; re-listing");
-                                stream = None;
-                                break;
-                            }
-                            None => { stream = None; break; }
-                        },
-                    }
-                }
-            }
-        }
+    /// until `shutdown` turns true (see [`super::driver`]).
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
+        driver::drive(self, shutdown).await;
     }
 
     fn is_pending_put(&self, e: &WatchEvent) -> bool {
@@ -496,27 +340,42 @@ impl Scheduler {
     }
 }
 
-async fn next_event(
-    s: &mut Option<WatchStream>,
-) -> Option<Result<WatchEvent, crate::store::StoreError>> {
-    match s {
-        Some(s) => s.next().await,
-        None => futures::future::pending().await,
+impl Reconciler for Scheduler {
+    fn name(&self) -> &'static str {
+        super::SCHEDULER
     }
-}
 
-/// Consumes the events already delivered; true when one was a PENDING session.
-fn drain_pending(sched: &Scheduler, s: &mut Option<WatchStream>) -> bool {
-    let Some(stream) = s else { return false };
-    let mut found = false;
-    while let Some(Some(ev)) = stream.next().now_or_never() {
-        match ev {
-            Ok(e) => found |= sched.is_pending_put(&e),
-            Err(_) => {
-                *s = None;
-                return true;
-            }
-        }
+    fn leader(&self) -> &LeaderHandle {
+        &self.leader
     }
-    found
+
+    fn clock(&self) -> &dyn crate::store::Clock {
+        self.ctx.clock.as_ref()
+    }
+
+    fn state(&self) -> &dyn crate::store::StateStore {
+        self.ctx.state.as_ref()
+    }
+
+    fn interval(&self) -> chrono::Duration {
+        driver::interval_of(
+            self.ctx.settings.scheduler_interval,
+            chrono::Duration::seconds(30),
+        )
+    }
+
+    fn watch_prefixes(&self) -> Vec<String> {
+        vec![self.ctx.keys.sessions()]
+    }
+
+    fn wakes(&self, event: &WatchEvent) -> bool {
+        self.is_pending_put(event)
+    }
+
+    async fn pass(&self, now: Timestamp) -> Result<PassOutcome, RuntimeError> {
+        let r = self.reconcile_once(now).await?;
+        Ok(PassOutcome {
+            revision: Some(r.revision),
+        })
+    }
 }

@@ -2,11 +2,14 @@
 //! lost workers and carries out the scaling actions through the [`WorkerProvider`] and the
 //! state store (every write fenced).
 
+mod decide;
+
 use super::codec;
 use super::context::{Commit, Ctx, Write};
-use super::leadership::{shutdown_requested, LeaderHandle};
-use super::planning::{self, PlanSummary};
-use super::policy::{self, ScalingAction};
+use super::driver::{self, PassOutcome, Reconciler};
+use super::leadership::LeaderHandle;
+use super::planning::PlanSummary;
+use super::policy::ScalingAction;
 use super::settings::ScalingMode;
 use super::snapshot::{self, StateSnapshot};
 use super::RuntimeError;
@@ -18,7 +21,7 @@ use crate::store::{Fence, LaunchRequest, ProviderError, ProviderEvent, WorkerPro
 use crate::timeslot::Timestamp;
 use crate::transition::StateMachine;
 use crate::worker::{Worker, WorkerState};
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 
@@ -70,36 +73,7 @@ impl std::fmt::Debug for Controller {
 /// Shortest way from `from` to `to` in the worker table (through UNKNOWN only when there is no
 /// other way); the steps after `from`.
 pub(crate) fn path(from: WorkerState, to: WorkerState) -> Option<Vec<WorkerState>> {
-    for allow_unknown in [false, true] {
-        let mut prev: BTreeMap<WorkerState, WorkerState> = BTreeMap::new();
-        let mut q = VecDeque::from([from]);
-        while let Some(s) = q.pop_front() {
-            if s == to {
-                let mut steps = vec![to];
-                let mut cur = to;
-                while let Some(p) = prev.get(&cur) {
-                    if *p == from {
-                        break;
-                    }
-                    steps.push(*p);
-                    cur = *p;
-                }
-                steps.reverse();
-                return Some(steps);
-            }
-            for n in s.next_states() {
-                if (*n == WorkerState::Unknown && !allow_unknown && to != WorkerState::Unknown)
-                    || *n == from
-                    || prev.contains_key(n)
-                {
-                    continue;
-                }
-                prev.insert(*n, s);
-                q.push_back(*n);
-            }
-        }
-    }
-    None
+    crate::transition::shortest_path(from, to, &[WorkerState::Unknown])
 }
 
 /// A scaling event about one worker (the worker id is the decision id, so `requested` and
@@ -224,7 +198,10 @@ impl Controller {
         }
         let templates = self.without_unavailable(self.ctx.spec.list_templates().await?, now);
         let actions = match self.ctx.settings.scaling {
-            ScalingMode::Reactive => policy::decide(now, &snap, &templates, &self.ctx.settings),
+            ScalingMode::Reactive => {
+                decide::decide_scaling(&snap, &templates, now, &self.ctx.settings, Vec::new())
+                    .actions
+            }
             ScalingMode::Planner => {
                 let (actions, summary) = self.plan(&snap, &templates, now);
                 report.plan = Some(summary);
@@ -397,10 +374,9 @@ impl Controller {
         let settings = &self.ctx.settings;
         let previous =
             std::mem::take(&mut *self.previous.lock().unwrap_or_else(|p| p.into_inner()));
-        let input = planning::plan_input(snap, templates, now, settings, previous);
-        let started = std::time::Instant::now();
-        let plan = crate::planner::plan(&input, &settings.planner_policy());
-        let mut summary = PlanSummary::of(&plan, started.elapsed());
+        let decision = decide::decide_scaling(snap, templates, now, settings, previous);
+        let actions = decision.actions;
+        let mut summary = decision.plan.unwrap_or_default();
         summary.unavailable = self
             .unavailable
             .lock()
@@ -409,9 +385,8 @@ impl Controller {
             .filter(|(_, until)| **until > now)
             .map(|((t, r), until)| (t.clone(), r.clone(), *until))
             .collect();
-        let (actions, named) = planning::due_actions(&plan, &input, snap, templates, now);
         *self.previous.lock().unwrap_or_else(|p| p.into_inner()) =
-            planning::carry_over(&plan, &named);
+            decision.carry_over.unwrap_or_default();
         self.ctx.metrics.planned(&summary);
         {
             // Warn once per session (not again when a later plan still cannot serve it); forget
@@ -453,7 +428,8 @@ impl Controller {
         F: FnMut(&mut Worker) -> Result<bool, RuntimeError>,
     {
         let key = self.ctx.keys.worker(id);
-        for _ in 0..5 {
+        let tries = self.ctx.settings.max_conflict_retries.max(1);
+        for _ in 0..tries {
             let Some(kv) = self.ctx.state.get(&key).await? else {
                 return Ok(None);
             };
@@ -471,9 +447,7 @@ impl Controller {
                 return Ok(Some((before, w)));
             }
         }
-        Err(RuntimeError::Config(format!(
-            "worker {id}: gave up after repeated write conflicts"
-        )))
+        Err(RuntimeError::Conflict { key, tries })
     }
 
     /// Whether the worker's CML answers (system information, ready); true without a
@@ -651,27 +625,7 @@ impl Controller {
         now: Timestamp,
         report: &mut ControllerReport,
     ) -> Result<bool, RuntimeError> {
-        let mut by_worker: BTreeMap<
-            String,
-            Vec<&crate::runtime::Versioned<crate::session::LabletSession>>,
-        > = BTreeMap::new();
-        for s in snap.sessions.values() {
-            if !s.value.holds_capacity() {
-                continue;
-            }
-            let Some(wid) = &s.value.worker_id else {
-                continue;
-            };
-            // An undecodable worker record is UNKNOWN, not gone: its sessions stay as they are.
-            let lost = !snap.unknown_workers.contains(wid)
-                && snap
-                    .workers
-                    .get(wid)
-                    .is_none_or(|w| is_lost_state(w.value.state));
-            if lost {
-                by_worker.entry(wid.clone()).or_default().push(s);
-            }
-        }
+        let by_worker = decide::lost_sessions(snap);
         let mut wrote = false;
         let max = self.ctx.txn_limit();
         for (wid, sessions) in by_worker {
@@ -773,8 +727,8 @@ impl Controller {
                 reason,
             } => {
                 let Some(t) = templates.iter().find(|t| &t.name == template) else {
-                    return Err(RuntimeError::Config(format!(
-                        "template {template} vanished"
+                    return Err(RuntimeError::Inconsistent(format!(
+                        "template {template} of a planned launch is not in the spec store"
                     )));
                 };
                 self.launch_with_fallback(
@@ -1098,54 +1052,38 @@ impl Controller {
     }
 
     /// Repeats [`Controller::reconcile_once`] every `controller_interval` while this process
-    /// leads, until `shutdown` turns true.
-    pub async fn run(&self, mut shutdown: watch::Receiver<bool>) {
-        let ctx = &self.ctx;
-        let interval = chrono::Duration::from_std(ctx.settings.controller_interval)
-            .unwrap_or_else(|_| chrono::Duration::seconds(30));
-        let mut leader_rx = self.leader.subscribe();
-        loop {
-            if self.leader.fence().is_some() {
-                match self.reconcile_once(ctx.clock.now()).await {
-                    Ok(_) | Err(RuntimeError::NotLeader { .. }) => {}
-                    Err(e) => tracing::warn!(error = %e, "controller pass failed"),
-                }
-                let next = crate::timeslot::saturating_add(ctx.clock.now(), interval);
-                tokio::select! {
-                    _ = shutdown_requested(&mut shutdown) => return,
-                    _ = ctx.clock.sleep_until(next) => {}
-                    r = leader_rx.changed() => if r.is_err() { return },
-                }
-            } else {
-                tokio::select! {
-                    _ = shutdown_requested(&mut shutdown) => return,
-                    r = leader_rx.changed() => if r.is_err() { return },
-                }
-            }
-        }
+    /// leads, until `shutdown` turns true (see [`super::driver`]).
+    pub async fn run(&self, shutdown: watch::Receiver<bool>) {
+        driver::drive(self, shutdown).await;
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use WorkerState as W;
+impl Reconciler for Controller {
+    fn name(&self) -> &'static str {
+        super::CONTROLLER
+    }
 
-    #[test]
-    fn paths_follow_the_table() {
-        assert_eq!(
-            path(W::Pending, W::Running),
-            Some(vec![W::Provisioning, W::Starting, W::Running])
-        );
-        assert_eq!(
-            path(W::Running, W::Stopped),
-            Some(vec![W::Draining, W::Stopping, W::Stopped])
-        );
-        assert_eq!(path(W::Running, W::Failed), Some(vec![W::Failed]));
-        assert_eq!(path(W::Terminated, W::Running), None);
-        assert_eq!(
-            path(W::Stopped, W::Running),
-            Some(vec![W::Starting, W::Running])
-        );
+    fn leader(&self) -> &LeaderHandle {
+        &self.leader
+    }
+
+    fn clock(&self) -> &dyn crate::store::Clock {
+        self.ctx.clock.as_ref()
+    }
+
+    fn state(&self) -> &dyn crate::store::StateStore {
+        self.ctx.state.as_ref()
+    }
+
+    fn interval(&self) -> chrono::Duration {
+        driver::interval_of(
+            self.ctx.settings.controller_interval,
+            chrono::Duration::seconds(30),
+        )
+    }
+
+    async fn pass(&self, now: Timestamp) -> Result<PassOutcome, RuntimeError> {
+        self.reconcile_once(now).await?;
+        Ok(PassOutcome::default())
     }
 }
