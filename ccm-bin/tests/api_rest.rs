@@ -332,6 +332,14 @@ async fn the_api_books_explains_and_cancels_with_stable_errors() {
     let (s, v) = api.get("/api/v1/landscape").await;
     assert_eq!((s, v["buckets"].as_array().map(Vec::len)), (200, Some(96)));
 
+    // Connect: only a READY session (this one is PENDING); unknown ones are 404.
+    let (s, v) = api
+        .call("post", &format!("/api/v1/sessions/{id}/connect"), None)
+        .await;
+    assert_eq!((s, code(&v)), (409, "not_ready"), "{v}");
+    let (s, v) = api.post("/api/v1/sessions/nope/connect", json!({})).await;
+    assert_eq!((s, code(&v)), (404, "not_found"), "{v}");
+
     // Cancel.
     let (s, v) = api
         .post(
@@ -380,7 +388,7 @@ async fn every_documented_operation_is_served_and_nothing_else_is() {
             );
         }
     }
-    assert_eq!(n, 17);
+    assert_eq!(n, 18);
     // Methods the document does not list for a path are not served.
     let (s, _) = api.call("delete", "/api/v1/sessions/x", None).await;
     assert_eq!(s, 405);
@@ -478,7 +486,7 @@ fn the_cli_is_a_client_of_the_api() {
     assert!(out.starts_with("ID"), "{out}");
     assert_eq!(
         row,
-        ["ccna@1.0.0", "1.0.0", "8c/32G/40G", "2", "3", "180"],
+        ["ccna@1.0.0", "1.0.0", "8c/32G/40G", "3", "3", "180"],
         "{out}"
     );
     let (code, out, _) = cli(&server, t, &["definitions", "show", "ccna", "--json"]);
@@ -548,6 +556,9 @@ fn the_cli_is_a_client_of_the_api() {
     let (code, out, err) = cli(&server, t, &["plan", "--live"]);
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 session(s) placed, 0 unserved"), "{out}");
+    let (code, _, err) = cli(&server, t, &["sessions", "connect", &id]);
+    assert_eq!(code, 1);
+    assert!(err.contains("409 not_ready"), "{err}");
     let (code, out, _) = cli(&server, t, &["sessions", "cancel", &id, "--reason", "sick"]);
     assert_eq!(code, 0);
     assert!(out.contains("TERMINATED"), "{out}");

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 401 | `unauthorized` |
 //! | 404 | `not_found`, `no_route` |
-//! | 409 | `version_conflict`, `idempotency_mismatch`, `already_ended`, `not_bound`, `contention`, `not_admitted` (with `refusal`) |
+//! | 409 | `version_conflict`, `idempotency_mismatch`, `already_ended`, `not_bound`, `not_ready`, `contention`, `not_admitted` (with `refusal`) |
 //! | 413 | `too_large` |
 //! | 422 | `invalid` (with `field`) |
 //! | 500 | `corrupt_record`, `backend` |

@@ -156,6 +156,18 @@ pub fn document() -> Value {
                     }), true)
                 }
             },
+            "/api/v1/sessions/{id}/connect": {
+                "post": {
+                    "operationId": "connectSession",
+                    "summary": "The user connected: a READY session is RUNNING from now (a RUNNING one is returned unchanged)",
+                    "parameters": [ id.clone() ],
+                    "responses": common(json!({
+                        "200": ok("the running session", "Session"),
+                        "404": err("no such session"),
+                        "409": err("the session is not READY (not_ready)")
+                    }), true)
+                }
+            },
             "/api/v1/sessions/{id}/explain": {
                 "get": {
                     "operationId": "explainSession",

@@ -51,6 +51,7 @@ pub fn table() -> Vec<Route> {
         r("get", "/api/v1/sessions", get(list_sessions)),
         r("get", "/api/v1/sessions/{id}", get(get_session)),
         r("post", "/api/v1/sessions/{id}/cancel", post(cancel)),
+        r("post", "/api/v1/sessions/{id}/connect", post(connect)),
         r("get", "/api/v1/sessions/{id}/explain", get(explain)),
         r("get", "/api/v1/sessions/{id}/lab.yaml", get(lab_yaml)),
         r("get", "/api/v1/workers", get(list_workers)),
@@ -239,6 +240,11 @@ async fn get_session(State(s): State<ApiState>, Path(id): Path<String>) -> Answe
 struct CancelBody {
     #[serde(default)]
     reason: String,
+}
+
+/// `POST /api/v1/sessions/{id}/connect`: the user connected (READY → RUNNING). No body.
+async fn connect(State(s): State<ApiState>, Path(id): Path<String>) -> Answer {
+    Ok(json(StatusCode::OK, &s.lablets.connect(&id).await?))
 }
 
 async fn cancel(

@@ -1,4 +1,4 @@
-//! `ccm sessions book|list|show|cancel|explain|lab-yaml`: sessions of a running daemon.
+//! `ccm sessions book|list|show|cancel|connect|explain|lab-yaml`: sessions of a running daemon.
 
 use super::client::{
     admission_line, cell, print_json, refusal_line, segment, table, Client, ServerError,
@@ -83,6 +83,14 @@ pub enum Command {
         /// Why.
         #[arg(long, default_value = "")]
         reason: String,
+        /// JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The user connected: a READY session is RUNNING from now.
+    Connect {
+        /// Session id.
+        id: String,
         /// JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -272,6 +280,18 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             let v = client.post(
                 &format!("/api/v1/sessions/{}/cancel", segment(&id)),
                 &json!({ "reason": reason }),
+            )?;
+            if json {
+                print_json(&v)?;
+            } else {
+                println!("session {} is {}", cell(&v["id"]), cell(&v["state"]));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Connect { id, json } => {
+            let v = client.post(
+                &format!("/api/v1/sessions/{}/connect", segment(&id)),
+                &json!({}),
             )?;
             if json {
                 print_json(&v)?;
