@@ -247,6 +247,10 @@ class Soak:
             "CCM_EC2_ACCESS_KEY_ID": "testing",
             "CCM_EC2_SECRET_ACCESS_KEY": "testing",
             "CCM_EC2_REGIONS": "us-east-1",
+            # This soak's own fleet tag: instances of other runs on the shared moto are not its.
+            "CCM_EC2_FLEET": f"ccm-soak-{run}",
+            # No lab side: the soak ends each session itself (cancel) when its time is up.
+            "CCM_LAB_RUNTIME": "none",
             # Instances of other runs on the shared moto are not this soak's.
             "CCM_EC2_ORPHAN_POLICY": "ignore",
         }
