@@ -67,6 +67,9 @@ pub fn serve_with(name: &str, endpoint: &str, prefix: &str, extra: &[(&str, &str
             "SCHEDULER_RECONCILE_INTERVAL_SECONDS",
             INTERVAL_SECS.to_string(),
         )
+        // These tests are about binding and scaling: no lab side unless a test asks for one
+        // (a lab loop would move bound sessions on past SCHEDULED).
+        .env("CCM_LAB_RUNTIME", "none")
         .envs(extra.iter().copied())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
