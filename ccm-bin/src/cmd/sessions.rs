@@ -146,6 +146,23 @@ fn show(s: &Value) {
     }
 }
 
+/// `POST /api/v1/sessions/{id}/{action}` with `body`; prints the session's new state.
+fn act(
+    client: &Client,
+    id: &str,
+    action: &str,
+    body: &Value,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let v = client.post(&format!("/api/v1/sessions/{}/{action}", segment(id)), body)?;
+    if json {
+        print_json(&v)?;
+    } else {
+        println!("session {} is {}", cell(&v["id"]), cell(&v["state"]));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// Runs a sessions subcommand.
 pub fn run(c: Command) -> anyhow::Result<ExitCode> {
     let client = Client::from_env()?;
@@ -277,29 +294,9 @@ pub fn run(c: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Cancel { id, reason, json } => {
-            let v = client.post(
-                &format!("/api/v1/sessions/{}/cancel", segment(&id)),
-                &json!({ "reason": reason }),
-            )?;
-            if json {
-                print_json(&v)?;
-            } else {
-                println!("session {} is {}", cell(&v["id"]), cell(&v["state"]));
-            }
-            Ok(ExitCode::SUCCESS)
+            act(&client, &id, "cancel", &json!({ "reason": reason }), json)
         }
-        Command::Connect { id, json } => {
-            let v = client.post(
-                &format!("/api/v1/sessions/{}/connect", segment(&id)),
-                &json!({}),
-            )?;
-            if json {
-                print_json(&v)?;
-            } else {
-                println!("session {} is {}", cell(&v["id"]), cell(&v["state"]));
-            }
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Connect { id, json } => act(&client, &id, "connect", &json!({}), json),
         Command::Explain { id, json } => {
             let v = client.get(&format!("/api/v1/sessions/{}/explain", segment(&id)), &[])?;
             if json {
