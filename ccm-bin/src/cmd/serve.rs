@@ -29,6 +29,21 @@ pub struct Args {
     embedded: bool,
 }
 
+/// `n` minutes (settings are whole minutes, hours or seconds).
+fn minutes(n: u32) -> chrono::Duration {
+    chrono::Duration::minutes(i64::from(n))
+}
+
+/// `n` hours.
+fn hours(n: u32) -> chrono::Duration {
+    chrono::Duration::hours(i64::from(n))
+}
+
+/// `n` seconds.
+fn seconds(n: u32) -> chrono::Duration {
+    chrono::Duration::seconds(i64::from(n))
+}
+
 /// The runtime settings the loops get from ccm's settings.
 pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
     RuntimeSettings {
@@ -39,25 +54,21 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         scheduler_interval: s.scheduler.reconcile_interval,
         controller_interval: s.controller.reconcile_interval,
         leader_ttl: s.scheduler.leader_lease_ttl,
-        lead_time: chrono::Duration::minutes(i64::from(s.scheduler.lead_time_minutes)),
-        scale_down_grace: chrono::Duration::minutes(i64::from(
-            s.controller.scale_down_grace_minutes,
-        )),
+        lead_time: minutes(s.scheduler.lead_time_minutes),
+        scale_down_grace: minutes(s.controller.scale_down_grace_minutes),
         scaling: s.controller.scaling,
         min_warm_workers: s.controller.min_warm_workers,
-        cooldown: chrono::Duration::minutes(i64::from(s.controller.cooldown_minutes)),
-        plan_horizon: chrono::Duration::hours(i64::from(s.controller.plan_horizon_hours)),
+        cooldown: minutes(s.controller.cooldown_minutes),
+        plan_horizon: hours(s.controller.plan_horizon_hours),
         session_retention: (s.controller.session_retention_hours > 0)
-            .then(|| chrono::Duration::hours(i64::from(s.controller.session_retention_hours))),
-        instantiation_time: chrono::Duration::minutes(i64::from(s.lablet.instantiation_minutes)),
+            .then(|| hours(s.controller.session_retention_hours)),
+        instantiation_time: minutes(s.lablet.instantiation_minutes),
         lab_enabled: s.lablet.enabled,
         lab_interval: s.lablet.reconcile_interval,
-        lab_retry_backoff: chrono::Duration::seconds(i64::from(s.lablet.retry_backoff_seconds)),
-        lab_retry_backoff_max: chrono::Duration::seconds(i64::from(
-            s.lablet.retry_backoff_max_seconds,
-        )),
+        lab_retry_backoff: seconds(s.lablet.retry_backoff_seconds),
+        lab_retry_backoff_max: seconds(s.lablet.retry_backoff_max_seconds),
         lab_max_attempts: s.lablet.max_attempts,
-        lab_boot_timeout: chrono::Duration::minutes(i64::from(s.lablet.boot_timeout_minutes)),
+        lab_boot_timeout: minutes(s.lablet.boot_timeout_minutes),
         lab_import_timeout: chrono::Duration::from_std(s.cml.import_timeout)
             .unwrap_or(chrono::Duration::seconds(180)),
         lab_keep_per_worker: usize::try_from(s.lablet.keep_wiped_labs_per_worker)
@@ -189,18 +200,26 @@ async fn state_backend(
     }
 }
 
+/// The etcd adapter's settings from ccm's: endpoints, key prefix, credentials, TLS files.
 #[cfg(feature = "all-adapters")]
-async fn etcd_backend(
-    settings: &Settings,
-) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn LeaderElector>, String)> {
-    use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
+pub fn etcd_config(settings: &Settings) -> ccm_adapters::etcd::EtcdConfig {
     let e = &settings.etcd;
-    let mut config = EtcdConfig::new(e.endpoints()).with_prefix(e.prefix.clone());
+    let mut config =
+        ccm_adapters::etcd::EtcdConfig::new(e.endpoints()).with_prefix(e.prefix.clone());
     config.username.clone_from(&e.username);
     config.password = e.password.as_ref().map(|p| p.expose().to_string());
     config.ca_cert.clone_from(&e.ca_cert);
     config.client_cert.clone_from(&e.client_cert);
     config.client_key.clone_from(&e.client_key);
+    config
+}
+
+#[cfg(feature = "all-adapters")]
+async fn etcd_backend(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn StateStore>, Arc<dyn LeaderElector>, String)> {
+    use ccm_adapters::etcd::EtcdStateStore;
+    let config = etcd_config(settings);
     config
         .validate()
         .map_err(|err| anyhow::anyhow!("etcd settings: {err}"))?;

@@ -173,20 +173,13 @@ fn mongo_target(s: &Settings) -> String {
 
 #[cfg(feature = "all-adapters")]
 async fn check_etcd(s: &Settings, timeout: Duration) -> Result<String, String> {
-    use ccm_adapters::etcd::EtcdConfig;
-    let e = &s.etcd;
-    let mut config = EtcdConfig::new(e.endpoints()).with_prefix(e.prefix.clone());
-    config.username.clone_from(&e.username);
-    config.password = e.password.as_ref().map(|p| p.expose().to_string());
-    config.ca_cert.clone_from(&e.ca_cert);
-    config.client_cert.clone_from(&e.client_cert);
-    config.client_key.clone_from(&e.client_key);
+    let mut config = crate::cmd::serve::etcd_config(s);
     config.connect_timeout = timeout;
     config.request_timeout = timeout;
     let answer = ccm_adapters::etcd::check(&config)
         .await
         .map_err(|err| format!("cannot reach etcd: {err}"))?;
-    Ok(format!("{answer}, key prefix {}", e.prefix))
+    Ok(format!("{answer}, key prefix {}", s.etcd.prefix))
 }
 
 #[cfg(feature = "all-adapters")]
