@@ -117,27 +117,21 @@ pub async fn serve(
     Ok((local, handle))
 }
 
+/// The integration tests' plain HTTP client, shared with the tests below.
+#[cfg(test)]
+#[path = "../tests/support/wire.rs"]
+mod wire;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+    /// One `GET path` on a blocking thread (the server runs on this test's runtime).
     async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
-        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-        s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-        let mut buf = String::new();
-        s.read_to_string(&mut buf).await.unwrap();
-        let code = buf[9..12].parse().unwrap();
-        let body = buf
-            .split_once("\r\n\r\n")
-            .map(|x| x.1)
-            .unwrap_or("")
-            .to_string();
-        (code, body)
+        let path = path.to_string();
+        tokio::task::spawn_blocking(move || super::wire::http_get(addr, &path))
+            .await
+            .unwrap()
     }
 
     /// A probe whose answers the test sets.

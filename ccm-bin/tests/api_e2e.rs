@@ -8,34 +8,21 @@
 #![cfg(feature = "all-adapters")]
 
 mod etcd_common;
+mod support;
 
-use etcd_common::*;
+use etcd_common::serve_with;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use support::*;
 
 const TOKEN: &str = "e2e-token-0123456789abcdef";
 
-/// The seed templates with a one-minute boot (the simulated cloud runs on real time here).
-fn fast_templates(tag: &str) -> PathBuf {
-    let seed = std::fs::read_to_string(root().join("config/worker-templates.yaml")).unwrap();
-    let fast = seed.replace(
-        "    drain_timeout_hours:",
-        "    startup_minutes: 1\n    drain_timeout_hours:",
-    );
-    assert_eq!(fast.matches("startup_minutes: 1").count(), 2);
-    let dir = std::env::temp_dir().join(format!("ccm-{tag}-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("worker-templates.yaml");
-    std::fs::write(&path, fast).unwrap();
-    path
-}
-
+/// Waits until `ccm serve` at `base` answers `/healthz` with 200.
 fn wait_ready(base: &str) {
-    let deadline = Instant::now() + Duration::from_secs(60);
     let addr = base.trim_start_matches("http://");
-    while Instant::now() < deadline {
+    poll(Duration::from_secs(60), Duration::from_millis(200), || {
         if let Ok(mut c) = std::net::TcpStream::connect(addr) {
             let _ = write!(
                 c,
@@ -44,12 +31,13 @@ fn wait_ready(base: &str) {
             let mut answer = String::new();
             let _ = c.read_to_string(&mut answer);
             if answer.starts_with("HTTP/1.1 200") {
-                return;
+                return Ok(());
             }
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    panic!("ccm serve at {base} did not answer /healthz within 60 s");
+        Err(format!(
+            "ccm serve at {base} did not answer /healthz within 60 s"
+        ))
+    })
 }
 
 fn venv_tool(python: &str, tool: &str) -> PathBuf {
@@ -59,20 +47,13 @@ fn venv_tool(python: &str, tool: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(tool))
 }
 
-fn etcdctl() -> String {
-    std::env::var("CCM_TEST_ETCDCTL").unwrap_or_else(|_| "etcdctl".into())
-}
-
 #[test]
 fn python_client_books_reads_the_lab_and_cancels_and_the_stores_agree() {
     let etcd = need("CCM_TEST_ETCD");
     let mongo = need("CCM_TEST_MONGODB_URI");
     let s3 = need("CCM_TEST_S3_ENDPOINT");
     let python = need("CCM_TEST_PYTHON");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = unique();
     let prefix = format!("/ccm-e2e-{nanos}");
     let database = format!("ccm_e2e_{nanos}");
     let bucket = format!("ccm-e2e-{nanos}");
@@ -132,18 +113,16 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
     let python = need("CCM_TEST_PYTHON");
     let port = free_port();
     let base = format!("http://127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ccm"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
+    let child = ccm()
         .env("RUST_LOG", "error")
-        .current_dir(root())
-        .args(["--env-file", "/nonexistent/ccm.env", "serve", "--embedded"])
+        .args(["serve", "--embedded"])
         .env("CCM_HTTP_ADDR", format!("127.0.0.1:{port}"))
         .env("CCM_API_TOKEN", TOKEN)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("spawn ccm serve --embedded");
+    let child = Killed(child);
     wait_ready(&base);
     let schemathesis = venv_tool(&python, "schemathesis");
     let out = Command::new(&schemathesis)
@@ -170,8 +149,7 @@ fn schemathesis_finds_no_server_error_and_no_answer_outside_the_document() {
         .env("SCHEMATHESIS_HOOKS", "")
         .output()
         .expect("run schemathesis (installed by scripts/test.sh)");
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -2,69 +2,36 @@
 //! field, auth, body limit, the OpenAPI document against what the server answers, and the CLI
 //! as a client of it.
 
+mod support;
+
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
+use support::*;
 
 const TOKEN: &str = "test-token-0123456789";
 
 /// The shared test lab (three nodes, ports r1_ssh, r1_vnc, r2_ssh).
 const LAB: &str = include_str!("../../ccm-core/tests/data/labs/ccna-three-routers.yaml");
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn ccm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ccm"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .current_dir(root())
-        .args(["--env-file", "/nonexistent/ccm.env"]);
-    c
-}
-
+/// A `ccm serve --embedded` on a free port, killed when dropped.
 struct Server {
-    child: Child,
+    _child: Killed,
     base: String,
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn serve(env: &[(&str, &str)]) -> Server {
-    let mut c = ccm();
-    c.env("CCM_HTTP_ADDR", "127.0.0.1:0")
-        .env("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "1")
-        .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let mut child = c
-        .args(["serve", "--embedded"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut first)
-        .unwrap();
-    let addr: SocketAddr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    // Only the address is kept: stdout is closed after its first line.
+    let Serving { child, addr, .. } = start(
+        ccm()
+            .env("CCM_HTTP_ADDR", "127.0.0.1:0")
+            .env("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "1")
+            .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1")
+            .envs(env.iter().copied())
+            .args(["serve", "--embedded"])
+            .stderr(Stdio::null()),
+    );
     Server {
-        child,
+        _child: child,
         base: format!("http://{addr}"),
     }
 }
@@ -127,6 +94,11 @@ fn slot(from_now_min: i64, minutes: i64) -> (String, String) {
     let a = chrono::Utc::now() + chrono::Duration::minutes(from_now_min);
     let b = a + chrono::Duration::minutes(minutes);
     (a.to_rfc3339(), b.to_rfc3339())
+}
+
+/// A booking of `ccna` by owner `x` in the slot from `start` to `end`.
+fn booking_by_x(start: &str, end: &str) -> Value {
+    json!({ "definition_id": "ccna", "owner_id": "x", "timeslot_start": start, "timeslot_end": end })
 }
 
 fn code(v: &Value) -> &str {
@@ -238,7 +210,7 @@ async fn the_api_books_explains_and_cancels_with_stable_errors() {
     );
     let (past, end) = slot(-10, 60);
     let (s, v) = api
-        .post("/api/v1/sessions", json!({ "definition_id": "ccna", "owner_id": "x", "timeslot_start": past, "timeslot_end": end }))
+        .post("/api/v1/sessions", booking_by_x(&past, &end))
         .await;
     assert_eq!(
         (s, v["error"]["field"].as_str()),
@@ -246,18 +218,14 @@ async fn the_api_books_explains_and_cancels_with_stable_errors() {
         "{v}"
     );
     let (a2, _) = slot(60, 0);
-    let (s, v) = api
-        .post("/api/v1/sessions", json!({ "definition_id": "ccna", "owner_id": "x", "timeslot_start": a2, "timeslot_end": a2 }))
-        .await;
+    let (s, v) = api.post("/api/v1/sessions", booking_by_x(&a2, &a2)).await;
     assert_eq!(
         (s, v["error"]["field"].as_str()),
         (422, Some("timeslot_end")),
         "{v}"
     );
     let (a3, b3) = slot(60, 240);
-    let (s, v) = api
-        .post("/api/v1/sessions", json!({ "definition_id": "ccna", "owner_id": "x", "timeslot_start": a3, "timeslot_end": b3 }))
-        .await;
+    let (s, v) = api.post("/api/v1/sessions", booking_by_x(&a3, &b3)).await;
     assert_eq!(s, 422, "longer than max_duration_minutes: {v}");
     let (s, v) = api
         .post(
@@ -276,9 +244,7 @@ async fn the_api_books_explains_and_cancels_with_stable_errors() {
     // Too soon for a new worker to boot, and no worker is up: not admitted, with the
     // constraint and the earliest slot that would work.
     let (a4, b4) = slot(5, 60);
-    let (s, v) = api
-        .post("/api/v1/sessions", json!({ "definition_id": "ccna", "owner_id": "x", "timeslot_start": a4, "timeslot_end": b4 }))
-        .await;
+    let (s, v) = api.post("/api/v1/sessions", booking_by_x(&a4, &b4)).await;
     assert_eq!((s, code(&v)), (409, "not_admitted"), "{v}");
     assert_eq!(
         v["error"]["refusal"]["constraint"], "not_ready_in_time",
@@ -429,11 +395,8 @@ fn cli(server: &Server, token: Option<&str>, args: &[&str]) -> (i32, String, Str
         c.env("CCM_API_TOKEN", t);
     }
     let o = c.args(args).output().unwrap();
-    (
-        o.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
+    let (out, err) = text(&o);
+    (o.status.code().unwrap_or(-1), out, err)
 }
 
 #[test]

@@ -2,39 +2,13 @@
 //! errors, `serve --embedded` with its HTTP endpoints and SIGTERM, and `validate-prereqs`
 //! against the real test servers (env vars CCM_TEST_*) and against a closed port.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod support;
+
+use std::io::Read;
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// `ccm` with a clean environment (no settings leak in from the caller) run from the repo root.
-fn ccm() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_ccm"));
-    c.env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .current_dir(root())
-        .args(["--env-file", "/nonexistent/ccm.env"]);
-    c
-}
-
-fn text(o: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&o.stdout).into_owned(),
-        String::from_utf8_lossy(&o.stderr).into_owned(),
-    )
-}
-
-fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: start the test servers with `bash scripts/services.sh start` and `source .ci-work/run/env` (or run `bash scripts/test.sh`)")
-    })
-}
+use support::*;
 
 /// The number after `label` on the report line that contains it.
 fn number_after(out: &str, label: &str) -> f64 {
@@ -205,31 +179,31 @@ fn a_dotenv_file_is_read_and_the_environment_wins() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: ccm\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).unwrap();
-    let code = buf.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    let body = buf
-        .split_once("\r\n\r\n")
-        .map(|x| x.1)
-        .unwrap_or("")
-        .to_string();
-    (code, body)
+/// The settings of the EC2 provider on the moto server at `endpoint`.
+fn ec2_provider(endpoint: &str) -> [(&'static str, &str); 4] {
+    [
+        ("CCM_PROVIDER", "ec2"),
+        ("CCM_EC2_ENDPOINT", endpoint),
+        ("CCM_EC2_ACCESS_KEY_ID", "test"),
+        ("CCM_EC2_SECRET_ACCESS_KEY", "ec2-secret-not-shown"),
+    ]
 }
 
-struct Killed(Child);
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Polls `/metrics` until `ok` holds of it; after `secs` seconds fails with `what` and the last
+/// answer.
+fn wait_for_metrics(addr: SocketAddr, secs: u64, what: &str, ok: impl Fn(&str) -> bool) {
+    poll(
+        Duration::from_secs(secs),
+        Duration::from_millis(100),
+        || {
+            let (_, metrics) = http_get(addr, "/metrics");
+            if ok(&metrics) {
+                Ok(())
+            } else {
+                Err(format!("{what} in\n{metrics}"))
+            }
+        },
+    )
 }
 
 /// `CCM_PROVIDER=ec2`: `ccm serve` builds the EC2 provider (regions from the templates, the
@@ -237,48 +211,27 @@ impl Drop for Killed {
 #[test]
 fn serve_with_the_ec2_provider_names_it_and_runs_the_controller() {
     let ec2 = need("CCM_TEST_EC2_ENDPOINT");
-    let child = ccm()
-        .env("CCM_HTTP_ADDR", "127.0.0.1:0")
-        .env("CCM_CANDIDATE_ID", "cli-ec2")
-        .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1")
-        .env("CCM_PROVIDER", "ec2")
-        .env("CCM_EC2_ENDPOINT", &ec2)
-        .env("CCM_EC2_ACCESS_KEY_ID", "test")
-        .env("CCM_EC2_SECRET_ACCESS_KEY", "ec2-secret-not-shown")
-        .env("CML_USERNAME", "admin")
-        .env("CML_PASSWORD", "cml-secret-not-shown")
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
+    let mut serving = start(
+        ccm()
+            .env("CCM_HTTP_ADDR", "127.0.0.1:0")
+            .env("CCM_CANDIDATE_ID", "cli-ec2")
+            .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1")
+            .envs(ec2_provider(&ec2))
+            .env("CML_USERNAME", "admin")
+            .env("CML_PASSWORD", "cml-secret-not-shown")
+            .arg("serve")
+            .stderr(Stdio::piped()),
+    );
+    let first = &serving.first;
     assert!(
         first.contains(&format!("provider ec2 us-east-1,us-west-2 ({ec2})"))
             && first.contains("labs CML at https://{worker}"),
         "{first}"
     );
-    let addr: SocketAddr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (_, metrics) = http_get(addr, "/metrics");
-        if metrics.contains("ccm_plans_total ") && !metrics.contains("ccm_plans_total 0\n") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no controller pass in\n{metrics}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_metrics(serving.addr, 20, "no controller pass", |m| {
+        m.contains("ccm_plans_total ") && !m.contains("ccm_plans_total 0\n")
+    });
+    let child = &mut serving.child;
     let _ = child.0.kill();
     let mut err = String::new();
     if let Some(mut e) = child.0.stderr.take() {
@@ -307,46 +260,36 @@ fn serve_with_ec2_and_no_cml_credentials_names_the_variable() {
 
 #[test]
 fn serve_embedded_answers_health_and_stops_on_sigterm() {
-    let child = ccm()
-        .env("CCM_HTTP_ADDR", "127.0.0.1:0")
-        .env("CCM_CANDIDATE_ID", "cli-test")
-        .env("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "1")
-        .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1")
-        .args(["serve", "--embedded"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = Killed(child);
-    let mut stdout = BufReader::new(child.0.stdout.take().unwrap());
-    let mut first = String::new();
-    stdout.read_line(&mut first).unwrap();
-    let addr: SocketAddr = first
-        .split("http://")
-        .nth(1)
-        .and_then(|r| r.split_whitespace().next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let Serving {
+        mut child,
+        mut stdout,
+        first,
+        addr,
+    } = start(
+        ccm()
+            .env("CCM_HTTP_ADDR", "127.0.0.1:0")
+            .env("CCM_CANDIDATE_ID", "cli-test")
+            .env("SCHEDULER_RECONCILE_INTERVAL_SECONDS", "1")
+            .env("CONTROLLER_RECONCILE_INTERVAL_SECONDS", "1")
+            .args(["serve", "--embedded"])
+            .stderr(Stdio::piped()),
+    );
     assert!(first.contains("candidate cli-test"), "{first}");
     let (code, body) = http_get(addr, "/healthz");
     assert_eq!(code, 200, "{body}");
     // Alone, this process wins both elections.
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let ready = loop {
+    let ready = poll(Duration::from_secs(15), Duration::from_millis(100), || {
         let (code, body) = http_get(addr, "/readyz");
         let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
         if code == 200
             && v["loops"]["scheduler"]["is_leader"] == true
             && v["loops"]["controller"]["is_leader"] == true
         {
-            break v;
+            Ok(v)
+        } else {
+            Err(format!("not ready and leading: {code} {body}"))
         }
-        assert!(
-            Instant::now() < deadline,
-            "not ready and leading: {code} {body}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    });
     assert_eq!(ready["backend"], "embedded");
     let (code, metrics) = http_get(addr, "/metrics");
     assert_eq!(code, 200);
@@ -359,15 +302,9 @@ fn serve_embedded_answers_health_and_stops_on_sigterm() {
         assert!(metrics.contains(family), "no {family} in\n{metrics}");
     }
     // Once the controller has made its first plan, its cost is exported (nothing booked: $0).
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (_, metrics) = http_get(addr, "/metrics");
-        if metrics.contains("ccm_plan_cost_usd 0\n") && metrics.contains("ccm_plans_total ") {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no plan cost in\n{metrics}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_for_metrics(addr, 15, "no plan cost", |m| {
+        m.contains("ccm_plan_cost_usd 0\n") && m.contains("ccm_plans_total ")
+    });
     let (code, body) = http_get(addr, "/plan");
     assert_eq!(code, 200, "{body}");
     let plan: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -379,17 +316,13 @@ fn serve_embedded_answers_health_and_stops_on_sigterm() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(s) = child.0.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ccm serve did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = poll(Duration::from_secs(10), Duration::from_millis(50), || {
+        child
+            .0
+            .try_wait()
+            .unwrap()
+            .ok_or_else(|| "ccm serve did not stop on SIGTERM".to_string())
+    });
     assert!(status.success(), "exit status {status:?}");
     let mut rest = String::new();
     stdout.read_to_string(&mut rest).unwrap();
@@ -414,18 +347,41 @@ fn create_bucket(endpoint: &str, bucket: &str) {
     );
 }
 
+/// The etcd, S3 and MongoDB test servers, the S3 one holding the bucket `ccm-validate-test`.
+struct Servers {
+    etcd: String,
+    s3: String,
+    mongo: String,
+}
+
+impl Servers {
+    fn up() -> Servers {
+        let servers = Servers {
+            etcd: need("CCM_TEST_ETCD"),
+            s3: need("CCM_TEST_S3_ENDPOINT"),
+            mongo: need("CCM_TEST_MONGODB_URI"),
+        };
+        create_bucket(&servers.s3, "ccm-validate-test");
+        servers
+    }
+
+    /// `ccm validate-prereqs` against these servers, with artifacts in `bucket`.
+    fn validate_prereqs(&self, bucket: &str) -> Command {
+        let mut c = ccm();
+        c.env("CCM_ETCD_ENDPOINTS", &self.etcd)
+            .env("ARTIFACT_STORAGE_ENDPOINT", &self.s3)
+            .env("ARTIFACT_STORAGE_BUCKET", bucket)
+            .env("MONGODB_URI", &self.mongo)
+            .arg("validate-prereqs");
+        c
+    }
+}
+
 #[test]
 fn validate_prereqs_passes_against_the_test_servers() {
-    let etcd = need("CCM_TEST_ETCD");
-    let s3 = need("CCM_TEST_S3_ENDPOINT");
-    let mongo = need("CCM_TEST_MONGODB_URI");
-    create_bucket(&s3, "ccm-validate-test");
-    let o = ccm()
-        .env("CCM_ETCD_ENDPOINTS", &etcd)
-        .env("ARTIFACT_STORAGE_ENDPOINT", &s3)
-        .env("ARTIFACT_STORAGE_BUCKET", "ccm-validate-test")
-        .env("MONGODB_URI", &mongo)
-        .arg("validate-prereqs")
+    let servers = Servers::up();
+    let o = servers
+        .validate_prereqs("ccm-validate-test")
         .output()
         .unwrap();
     let (out, err) = text(&o);
@@ -440,12 +396,8 @@ fn validate_prereqs_passes_against_the_test_servers() {
     assert!(out.contains("ccm does not use Redis"), "{out}");
 
     // A bucket that does not exist is a clear failure.
-    let o = ccm()
-        .env("CCM_ETCD_ENDPOINTS", &etcd)
-        .env("ARTIFACT_STORAGE_ENDPOINT", &s3)
-        .env("ARTIFACT_STORAGE_BUCKET", "ccm-no-such-bucket")
-        .env("MONGODB_URI", &mongo)
-        .arg("validate-prereqs")
+    let o = servers
+        .validate_prereqs("ccm-no-such-bucket")
         .output()
         .unwrap();
     let (out, _) = text(&o);
@@ -462,23 +414,13 @@ fn validate_prereqs_passes_against_the_test_servers() {
 /// every enabled template are found; a template whose pattern matches nothing is a ✗ naming it.
 #[test]
 fn validate_prereqs_checks_ec2_access_and_images() {
-    let etcd = need("CCM_TEST_ETCD");
-    let s3 = need("CCM_TEST_S3_ENDPOINT");
-    let mongo = need("CCM_TEST_MONGODB_URI");
+    let servers = Servers::up();
     let ec2 = need("CCM_TEST_EC2_ENDPOINT");
-    create_bucket(&s3, "ccm-validate-test");
     let run = |templates: &str| {
-        ccm()
-            .env("CCM_ETCD_ENDPOINTS", &etcd)
-            .env("ARTIFACT_STORAGE_ENDPOINT", &s3)
-            .env("ARTIFACT_STORAGE_BUCKET", "ccm-validate-test")
-            .env("MONGODB_URI", &mongo)
-            .env("CCM_PROVIDER", "ec2")
-            .env("CCM_EC2_ENDPOINT", &ec2)
-            .env("CCM_EC2_ACCESS_KEY_ID", "test")
-            .env("CCM_EC2_SECRET_ACCESS_KEY", "ec2-secret-not-shown")
+        servers
+            .validate_prereqs("ccm-validate-test")
+            .envs(ec2_provider(&ec2))
             .env("WORKER_TEMPLATES_CONFIG_PATH", templates)
-            .arg("validate-prereqs")
             .output()
             .unwrap()
     };

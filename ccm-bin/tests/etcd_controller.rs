@@ -5,12 +5,14 @@
 #![cfg(feature = "all-adapters")]
 
 mod etcd_common;
+mod support;
 
 use ccm_core::session::SessionState;
 use ccm_core::store::StateStore;
 use ccm_core::worker::{Worker, WorkerState};
 use etcd_common::*;
 use std::time::{Duration, Instant};
+use support::*;
 
 async fn workers(
     store: &ccm_adapters::etcd::EtcdStateStore,
@@ -31,17 +33,7 @@ async fn controller_launches_for_asap_sessions_then_drains_and_stops_the_idle_wo
     let endpoint = need("CCM_TEST_ETCD");
     let (store, keys, prefix) = fresh_store(std::slice::from_ref(&endpoint), "controller").await;
     let def = seed_fleet(&store, &keys, 0).await;
-    // The seed templates with a one-minute boot (the simulated cloud runs on real time here).
-    let seed = std::fs::read_to_string(root().join("config/worker-templates.yaml")).unwrap();
-    let fast = seed.replace(
-        "    drain_timeout_hours:",
-        "    startup_minutes: 1\n    drain_timeout_hours:",
-    );
-    assert_eq!(fast.matches("startup_minutes: 1").count(), 2);
-    let dir = std::env::temp_dir().join(format!("ccm-etcd-controller-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let templates = dir.join("worker-templates.yaml");
-    std::fs::write(&templates, fast).unwrap();
+    let templates = fast_templates("etcd-controller");
 
     let _d = serve_with(
         "ctl1",
@@ -86,5 +78,7 @@ async fn controller_launches_for_asap_sessions_then_drains_and_stops_the_idle_wo
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    if let Some(dir) = templates.parent() {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -4,9 +4,11 @@
 #![cfg(feature = "all-adapters")]
 
 mod etcd_common;
+mod support;
 
 use etcd_common::*;
 use std::time::{Duration, Instant};
+use support::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_the_leader_standby_binds_within_ttl_plus_interval_none_twice() {

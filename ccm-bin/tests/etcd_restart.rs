@@ -4,10 +4,12 @@
 #![cfg(feature = "all-adapters")]
 
 mod etcd_common;
+mod support;
 
 use etcd_common::*;
 use std::process::Command;
 use std::time::Duration;
+use support::*;
 
 fn member(action: &str, name: &str) {
     let script = need("CCM_TEST_SERVICES");

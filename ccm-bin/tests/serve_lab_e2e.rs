@@ -10,10 +10,10 @@
 //! The servers come from `scripts/test.sh`; a missing one fails the test, it is never skipped.
 #![cfg(feature = "all-adapters")]
 
-mod etcd_common;
+mod support;
 
-use etcd_common::*;
 use std::process::Command;
+use support::*;
 
 #[test]
 fn leaders_killed_mid_launch_and_mid_import_lose_nothing_and_do_nothing_twice() {
@@ -22,19 +22,13 @@ fn leaders_killed_mid_launch_and_mid_import_lose_nothing_and_do_nothing_twice() 
     let s3 = need("CCM_TEST_S3_ENDPOINT");
     let ec2 = need("CCM_TEST_EC2_ENDPOINT");
     let python = need("CCM_TEST_PYTHON");
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = unique();
     let out = Command::new(&python)
         .arg(root().join("scripts/e2e_lab.py"))
         .env("E2E_CCM_BIN", env!("CARGO_BIN_EXE_ccm"))
         .env("E2E_ROOT", root())
         .env("E2E_ETCD", &etcd)
-        .env(
-            "E2E_ETCDCTL",
-            std::env::var("CCM_TEST_ETCDCTL").unwrap_or_else(|_| "etcdctl".into()),
-        )
+        .env("E2E_ETCDCTL", etcdctl())
         .env("E2E_PREFIX", format!("/ccm-e2e-lab-{nanos}"))
         .env("E2E_MONGODB_URI", &mongo)
         .env("E2E_S3_ENDPOINT", &s3)

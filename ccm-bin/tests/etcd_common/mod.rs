@@ -1,6 +1,9 @@
 //! Shared by the daemon-on-etcd tests: start `ccm serve` on a prefix, seed workers and
-//! sessions, wait for bindings, and check the stored state is consistent.
+//! sessions, wait for bindings, and check the stored state is consistent. A test using it
+//! declares `mod support;` too (the general helpers).
 #![allow(dead_code)]
+
+use crate::support::{free_port, unique};
 
 use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
 use ccm_core::definition::LabletDefinition;
@@ -10,17 +13,11 @@ use ccm_core::session::{LabletSession, SessionState};
 use ccm_core::store::StateStore;
 use ccm_core::worker::{Worker, WorkerState};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::TcpListener;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 pub const TTL_SECS: u64 = 3;
 pub const INTERVAL_SECS: u64 = 1;
-
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
 
 pub struct Daemon {
     pub name: String,
@@ -36,14 +33,6 @@ impl Drop for Daemon {
     }
 }
 
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `ccm serve` on etcd with the scheduler only (the controller disabled).
 pub fn serve(name: &str, endpoint: &str, prefix: &str) -> Daemon {
     serve_with(name, endpoint, prefix, &[("CONTROLLER_ENABLED", "false")])
@@ -51,12 +40,8 @@ pub fn serve(name: &str, endpoint: &str, prefix: &str) -> Daemon {
 
 /// `ccm serve` on etcd under `prefix`, with `extra` settings on top of the test defaults.
 pub fn serve_with(name: &str, endpoint: &str, prefix: &str, extra: &[(&str, &str)]) -> Daemon {
-    let child = Command::new(env!("CARGO_BIN_EXE_ccm"))
-        .env_clear()
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("RUST_LOG", "warn")
-        .current_dir(root())
-        .args(["--env-file", "/nonexistent/ccm.env", "serve"])
+    let child = crate::support::ccm()
+        .arg("serve")
         .env("CCM_BACKEND", "etcd")
         .env("CCM_ETCD_ENDPOINTS", endpoint)
         .env("CCM_ETCD_PREFIX", prefix)
@@ -272,20 +257,9 @@ pub async fn seed_fleet(store: &EtcdStateStore, keys: &KeyLayout, n: usize) -> L
 
 /// A store on `endpoints` under a fresh prefix.
 pub async fn fresh_store(endpoints: &[String], tag: &str) -> (EtcdStateStore, KeyLayout, String) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let prefix = format!("/ccm-{tag}-{nanos}");
+    let prefix = format!("/ccm-{tag}-{}", unique());
     let keys = KeyLayout::new(prefix.clone());
     let mut cfg = EtcdConfig::new(endpoints.to_vec());
     cfg.prefix = prefix.clone();
     (EtcdStateStore::connect(cfg).await.unwrap(), keys, prefix)
-}
-
-/// The value of a test env var, or a failure that says how to start the servers.
-pub fn need(var: &str) -> String {
-    std::env::var(var).unwrap_or_else(|_| {
-        panic!("{var} is not set: run `bash scripts/test.sh` (it starts the test servers)")
-    })
 }
