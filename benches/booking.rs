@@ -17,6 +17,7 @@
 //! p99 < 20 ms on the 2-core machine.
 
 use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
+use ccm_benches::{etcd_endpoint, put_json, timed_rounds, tokio_two_workers};
 use ccm_core::api::{BookingRequest, DefinitionDraft, Lablets};
 use ccm_core::memory::artifact::MemoryArtifactStore;
 use ccm_core::memory::events::RecordingSink;
@@ -48,10 +49,6 @@ nodes:
     tags: [\"ssh:${PORT_R1_SSH}\"]
 ";
 
-fn endpoint() -> String {
-    std::env::var("CCM_TEST_ETCD").unwrap_or_else(|_| "http://127.0.0.1:23790".to_string())
-}
-
 struct Bench {
     lablets: Lablets,
     store: Arc<EtcdStateStore>,
@@ -66,7 +63,7 @@ async fn world(tag: &str) -> Bench {
         .as_nanos();
     let prefix = format!("/ccm-bench-booking-{tag}-{nanos}");
     let store = Arc::new(
-        EtcdStateStore::connect(EtcdConfig::new(vec![endpoint()]).with_prefix(prefix.clone()))
+        EtcdStateStore::connect(EtcdConfig::new(vec![etcd_endpoint()]).with_prefix(prefix.clone()))
             .await
             .expect("etcd at CCM_TEST_ETCD (bash scripts/services.sh start)"),
     );
@@ -88,14 +85,7 @@ async fn world(tag: &str) -> Bench {
             "CML-2.9.0",
         );
         w.launched_at = Some(chrono::Utc::now());
-        store
-            .put(
-                &keys.worker(&w.id),
-                serde_json::to_vec(&w).expect("json"),
-                None,
-            )
-            .await
-            .expect("seed worker");
+        put_json(store.as_ref(), &keys.worker(&w.id), &w).await;
     }
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let runtime = Runtime::builder()
@@ -202,11 +192,7 @@ fn percentile(sorted: &[std::time::Duration], p: f64) -> std::time::Duration {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
+    let rt = tokio_two_workers();
     // One long run for the latency distribution.
     let (mut lat, secs, counts) = rt.block_on(async {
         let b = world("latency").await;
@@ -249,30 +235,22 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BOOKINGS as u64));
     g.bench_function("admitted", |bch| {
         bch.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    let b = world("admitted").await;
-                    let t = Instant::now();
-                    book_all(&b, BOOKINGS, "bench").await;
-                    total += t.elapsed();
-                }
-                total
-            })
+            rt.block_on(timed_rounds(
+                iters,
+                async || world("admitted").await,
+                async |b| book_all(b, BOOKINGS, "bench").await,
+                async |_, _| {},
+            ))
         })
     });
     g.bench_function("raw_put", |bch| {
         bch.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = std::time::Duration::ZERO;
-                for _ in 0..iters {
-                    let b = world("raw").await;
-                    let t = Instant::now();
-                    raw_put(&b, BOOKINGS).await;
-                    total += t.elapsed();
-                }
-                total
-            })
+            rt.block_on(timed_rounds(
+                iters,
+                async || world("raw").await,
+                async |b| raw_put(b, BOOKINGS).await,
+                async |_, _| {},
+            ))
         })
     });
     g.finish();

@@ -4,7 +4,7 @@
 //! original in the same run (list, place due sessions, launch for what fits nowhere), and the
 //! pure decision alone (`plan_input` + `plan` + `due_actions` on a snapshot).
 
-use ccm_core::memory::events::RecordingSink;
+use ccm_benches::{memory_runtime, put_json, tokio_current_thread};
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::memory::state::MemoryStateStore;
@@ -12,8 +12,7 @@ use ccm_core::planner::{parse_scenario, plan, Scenario};
 use ccm_core::runtime::{
     due_actions, plan_input, KeyLayout, Runtime, RuntimeSettings, ScalingMode, StateSnapshot,
 };
-use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{SpecStore, StateStore, VirtualClock};
+use ccm_core::store::{SpecStore, VirtualClock};
 use chrono::TimeZone;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
 use std::hint::black_box;
@@ -49,39 +48,27 @@ async fn setup(s: &Scenario, scaling: ScalingMode) -> Setup {
     for w in &s.workers {
         let mut w = w.clone();
         w.provider_id = Some(provider.adopt(&w, 20).unwrap());
-        store
-            .put(&keys.worker(&w.id), serde_json::to_vec(&w).unwrap(), None)
-            .await
-            .unwrap();
+        put_json(store.as_ref(), &keys.worker(&w.id), &w).await;
     }
     for x in s.lablet_sessions() {
-        store
-            .put(&keys.session(&x.id), serde_json::to_vec(&x).unwrap(), None)
-            .await
-            .unwrap();
+        put_json(store.as_ref(), &keys.session(&x.id), &x).await;
     }
-    let rt = Runtime::builder()
-        .state(store.clone())
-        .elector(Arc::new(StoreElector::new(store, "/ccm")))
-        .spec(spec)
-        .events(Arc::new(RecordingSink::new()))
-        .clock(Arc::new(clock.clone()))
-        .provider(provider)
-        .settings(RuntimeSettings {
+    let rt = memory_runtime(
+        store,
+        spec,
+        &clock,
+        provider,
+        RuntimeSettings {
             scaling,
             ..RuntimeSettings::default()
-        })
-        .build()
-        .unwrap();
+        },
+    );
     assert!(rt.campaign_once().await.controller);
     Setup { rt, clock }
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_current_thread();
     let s = scenario();
     let mut g = c.benchmark_group("controller_pass_exam_day_0725");
     g.sample_size(10);

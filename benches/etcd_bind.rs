@@ -10,12 +10,13 @@
 //! Seeding and clean-up are not timed. Target: ≥ 5,000 bindings/s committed (batched).
 
 use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
+use ccm_benches::{etcd_endpoint, timed_rounds, tokio_two_workers};
 use ccm_core::store::{Compare, KeyValue, StateStore, Txn};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const MAX_OPS: usize = 128;
 const IN_FLIGHT: usize = 8;
@@ -41,15 +42,13 @@ struct Worker {
     ports: BTreeMap<u16, String>,
 }
 
-fn endpoint() -> String {
-    std::env::var("CCM_TEST_ETCD").unwrap_or_else(|_| "http://127.0.0.1:23790".to_string())
-}
-
 fn decode<T: for<'a> Deserialize<'a>>(kv: &KeyValue) -> T {
     serde_json::from_slice(&kv.value).unwrap_or_else(|e| panic!("decode {}: {e}", kv.key))
 }
 
-async fn seed(s: &EtcdStateStore, prefix: &str, sessions: usize, workers: usize) {
+/// A fresh prefix holding `sessions` PENDING sessions and `workers` empty workers.
+async fn seeded(s: &EtcdStateStore, sessions: usize, workers: usize) -> String {
+    let prefix = format!("/ccm-bench/{}", uuid::Uuid::new_v4().simple());
     let mut kvs: Vec<(String, Vec<u8>)> = Vec::with_capacity(sessions + workers);
     for i in 0..workers {
         let w = Worker {
@@ -92,6 +91,7 @@ async fn seed(s: &EtcdStateStore, prefix: &str, sessions: usize, workers: usize)
         .buffer_unordered(IN_FLIGHT)
         .for_each(|_| async {})
         .await;
+    prefix
 }
 
 /// Picks the worker and port for a session on a local copy (first fit).
@@ -207,19 +207,15 @@ async fn bind_naive(s: &EtcdStateStore, prefix: &str) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio_two_workers();
     let store = rt.block_on(async {
-        let s = EtcdStateStore::connect(EtcdConfig::new([endpoint()]))
+        let s = EtcdStateStore::connect(EtcdConfig::new([etcd_endpoint()]))
             .await
             .expect("connect");
         s.ping().await.unwrap_or_else(|e| {
             panic!(
                 "etcd at {} does not answer (start scripts/services.sh): {e}",
-                endpoint()
+                etcd_endpoint()
             )
         });
         s
@@ -232,38 +228,30 @@ fn bench(c: &mut Criterion) {
     g.throughput(Throughput::Elements(5_000));
     g.bench_function("batched_5000_sessions_1000_workers", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let prefix = format!("/ccm-bench/{}", uuid::Uuid::new_v4().simple());
-                    seed(&store, &prefix, 5_000, 1_000).await;
-                    let t0 = Instant::now();
-                    let n = bind_batched(&store, &prefix, 5).await;
-                    total += t0.elapsed();
+            rt.block_on(timed_rounds(
+                iters,
+                async || seeded(&store, 5_000, 1_000).await,
+                async |prefix| bind_batched(&store, prefix, 5).await,
+                async |prefix, n| {
                     assert_eq!(n, 5_000, "every session bound");
                     store.delete_prefix(&prefix).await.expect("clean up");
-                }
-                total
-            })
+                },
+            ))
         })
     });
 
     g.throughput(Throughput::Elements(1_000));
     g.bench_function("naive_one_txn_per_binding_1000_sessions_200_workers", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
-                let mut total = Duration::ZERO;
-                for _ in 0..iters {
-                    let prefix = format!("/ccm-bench/{}", uuid::Uuid::new_v4().simple());
-                    seed(&store, &prefix, 1_000, 200).await;
-                    let t0 = Instant::now();
-                    let n = bind_naive(&store, &prefix).await;
-                    total += t0.elapsed();
+            rt.block_on(timed_rounds(
+                iters,
+                async || seeded(&store, 1_000, 200).await,
+                async |prefix| bind_naive(&store, prefix).await,
+                async |prefix, n| {
                     assert_eq!(n, 1_000, "every session bound");
                     store.delete_prefix(&prefix).await.expect("clean up");
-                }
-                total
-            })
+                },
+            ))
         })
     });
     g.finish();

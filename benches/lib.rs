@@ -1,14 +1,24 @@
-//! Shared fleet and scenario generators for the benchmarks.
+//! Shared fleet and scenario generators for the benchmarks, and their set-up: the tokio
+//! runtime, records written to a store, a runtime on the memory backends, timed rounds.
 //!
 //! Everything is deterministic (a seeded SplitMix64), so runs are comparable.
 
 use ccm_core::glob::Glob;
 use ccm_core::license::LicenseType;
+use ccm_core::memory::events::RecordingSink;
+use ccm_core::memory::provider::SimulatedProvider;
+use ccm_core::memory::spec::MemorySpecStore;
+use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::placement::Requirements;
 use ccm_core::resources::Load;
+use ccm_core::runtime::{Runtime, RuntimeSettings};
+use ccm_core::store::elector::StoreElector;
+use ccm_core::store::{StateStore, VirtualClock};
 use ccm_core::template::WorkerTemplate;
 use ccm_core::version::VersionRange;
 use ccm_core::worker::{Worker, WorkerState};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// A small deterministic random source (SplitMix64).
 #[derive(Debug, Clone)]
@@ -120,4 +130,74 @@ pub fn typical_request() -> Requirements {
         ports: vec!["ssh".into(), "console".into(), "http".into()],
         region: None,
     }
+}
+
+/// The etcd the etcd benches run on: `CCM_TEST_ETCD`, default `http://127.0.0.1:23790`.
+pub fn etcd_endpoint() -> String {
+    std::env::var("CCM_TEST_ETCD").unwrap_or_else(|_| "http://127.0.0.1:23790".to_string())
+}
+
+/// A single-threaded tokio runtime (the in-memory benches).
+pub fn tokio_current_thread() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// A tokio runtime with two worker threads, as many as the machine has cores (the etcd benches).
+pub fn tokio_two_workers() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Writes `value` as JSON at `key` (seeding, not timed).
+pub async fn put_json<T: serde::Serialize>(store: &dyn StateStore, key: &str, value: &T) {
+    store
+        .put(key, serde_json::to_vec(value).expect("json"), None)
+        .await
+        .unwrap_or_else(|e| panic!("seed {key}: {e}"));
+}
+
+/// A runtime on the memory backends: `store` (its elector under `/ccm`), `spec`, `provider`,
+/// events recorded, time from `clock`.
+pub fn memory_runtime(
+    store: Arc<MemoryStateStore>,
+    spec: Arc<MemorySpecStore>,
+    clock: &VirtualClock,
+    provider: Arc<SimulatedProvider>,
+    settings: RuntimeSettings,
+) -> Runtime {
+    Runtime::builder()
+        .state(store.clone())
+        .elector(Arc::new(StoreElector::new(store, "/ccm")))
+        .spec(spec)
+        .events(Arc::new(RecordingSink::new()))
+        .clock(Arc::new(clock.clone()))
+        .provider(provider)
+        .settings(settings)
+        .build()
+        .expect("runtime")
+}
+
+/// `iters` rounds for criterion's `iter_custom`: each round's `setup` and `after` (checks,
+/// clean-up) are not timed, its `measured` part is; returns the measured time.
+pub async fn timed_rounds<S, T>(
+    iters: u64,
+    mut setup: impl AsyncFnMut() -> S,
+    mut measured: impl AsyncFnMut(&S) -> T,
+    mut after: impl AsyncFnMut(S, T),
+) -> Duration {
+    let mut total = Duration::ZERO;
+    for _ in 0..iters {
+        let state = setup().await;
+        let t0 = Instant::now();
+        let out = measured(&state).await;
+        total += t0.elapsed();
+        after(state, out).await;
+    }
+    total
 }

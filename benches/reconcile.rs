@@ -3,8 +3,8 @@
 //! session per transaction after re-reading the fleet (the original's read-check-put, made safe
 //! with compares).
 
+use ccm_benches::{memory_runtime, put_json, tokio_current_thread};
 use ccm_core::definition::LabletDefinition;
-use ccm_core::memory::events::RecordingSink;
 use ccm_core::memory::provider::SimulatedProvider;
 use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::memory::state::MemoryStateStore;
@@ -61,29 +61,20 @@ async fn setup() -> Setup {
             "2.9.0".parse().unwrap(),
             "CML-2.9.0",
         );
-        store
-            .put(&keys.worker(&w.id), serde_json::to_vec(&w).unwrap(), None)
-            .await
-            .unwrap();
+        put_json(store.as_ref(), &keys.worker(&w.id), &w).await;
     }
     use ccm_core::store::Clock;
     for i in 0..SESSIONS {
         let s = LabletSession::new(format!("s{i:04}"), "def", "1.0.0", "o", None, clock.now());
-        store
-            .put(&keys.session(&s.id), serde_json::to_vec(&s).unwrap(), None)
-            .await
-            .unwrap();
+        put_json(store.as_ref(), &keys.session(&s.id), &s).await;
     }
-    let rt = Runtime::builder()
-        .state(store.clone())
-        .elector(Arc::new(StoreElector::new(store.clone(), "/ccm")))
-        .spec(spec)
-        .events(Arc::new(RecordingSink::new()))
-        .clock(Arc::new(clock.clone()))
-        .provider(Arc::new(SimulatedProvider::new(Arc::new(clock.clone()))))
-        .settings(RuntimeSettings::default())
-        .build()
-        .unwrap();
+    let rt = memory_runtime(
+        store.clone(),
+        spec,
+        &clock,
+        Arc::new(SimulatedProvider::new(Arc::new(clock.clone()))),
+        RuntimeSettings::default(),
+    );
     assert!(rt.campaign_once().await.scheduler);
     Setup { rt, store, clock }
 }
@@ -134,10 +125,7 @@ async fn naive_reconcile(s: &Setup) -> usize {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio_current_thread();
     let mut g = c.benchmark_group("reconcile_1000_sessions_100_workers");
     g.sample_size(10);
     g.bench_function("runtime_reconcile_once", |b| {
