@@ -18,7 +18,6 @@ import hashlib
 import json
 import os
 import re
-import subprocess
 import sys
 import time
 import uuid
@@ -28,10 +27,13 @@ import pymongo
 import requests
 import yaml
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ccmtest  # noqa: E402
+from ccmtest import HOLDING  # noqa: E402
+
 BASE = os.environ["CCM_URL"].rstrip("/") + "/api/v1"
 TOKEN = os.environ["CCM_API_TOKEN"]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-HOLDING = {"SCHEDULED", "INSTANTIATING", "READY", "RUNNING", "COLLECTING", "GRADING"}
 RUN = uuid.uuid4().hex[:8]
 
 
@@ -67,29 +69,10 @@ def call(method, path, expect, body=None, auth=True, raw=False):
 
 
 def etcd_values(prefix):
-    out = subprocess.run(
-        [
-            os.environ["E2E_ETCDCTL"],
-            "--endpoints",
-            os.environ["E2E_ETCD"],
-            "get",
-            "--prefix",
-            prefix,
-            "-w",
-            "json",
-        ],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    ).stdout
-    kvs = json.loads(out).get("kvs", [])
-    import base64
-
-    return {
-        base64.b64decode(kv["key"]).decode(): json.loads(base64.b64decode(kv["value"]))
-        for kv in kvs
-    }
+    """Every value under `prefix` in etcd, read with etcdctl, as JSON."""
+    stored = ccmtest.get_prefix(os.environ["E2E_ETCDCTL"], os.environ["E2E_ETCD"], prefix,
+                                timeout=30)
+    return {k: json.loads(v) for k, v in stored.items()}
 
 
 def main():

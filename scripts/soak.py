@@ -35,11 +35,10 @@ import requests
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import soak_check  # noqa: E402
+from ccmtest import END_STATES as END, HOLDING  # noqa: E402
 
 TOKEN = "soak-token-0123456789abcdef"
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-END = soak_check.END_STATES
-HOLDING = soak_check.HOLDING
 
 
 def log(msg):

@@ -24,14 +24,13 @@ Usable on its own:
 exits 1 when there is any.
 """
 import argparse
-import base64
 import json
 import subprocess
 import sys
 import time
 
-HOLDING = {"SCHEDULED", "INSTANTIATING", "READY", "RUNNING", "COLLECTING", "GRADING"}
-END_STATES = {"STOPPED", "ARCHIVED", "EXPIRED", "TERMINATED"}
+from ccmtest import END_STATES, HOLDING, b64, etcdctl_json, get_prefix, put
+
 DIMS = ("cpu_cores", "memory_gb", "storage_gb", "nodes")
 SENTINEL = "soak-end"
 
@@ -43,36 +42,13 @@ def holds_capacity(s):
     return s.get("state") in HOLDING
 
 
-def etcdctl_json(etcdctl, endpoints, *args, timeout=60):
-    out = subprocess.run(
-        [etcdctl, "--endpoints", endpoints, *args, "-w", "json"],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    ).stdout
-    return json.loads(out)
-
-
-def b64(s):
-    return base64.b64decode(s) if s else b""
-
-
 def current_revision(etcdctl, endpoints):
     return int(etcdctl_json(etcdctl, endpoints, "get", "/", "--keys-only", "--limit", "1")[
         "header"]["revision"])
 
 
-def get_prefix(etcdctl, endpoints, prefix):
-    kvs = etcdctl_json(etcdctl, endpoints, "get", "--prefix", prefix).get("kvs", [])
-    return {b64(kv["key"]).decode(): b64(kv.get("value")) for kv in kvs}
-
-
 def put_sentinel(etcdctl, endpoints, prefix):
-    subprocess.run(
-        [etcdctl, "--endpoints", endpoints, "put", f"{prefix}/{SENTINEL}", str(time.time())],
-        check=True, capture_output=True, timeout=60,
-    )
+    put(etcdctl, endpoints, f"{prefix}/{SENTINEL}", str(time.time()))
 
 
 class Violations:

@@ -10,6 +10,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ccmtest  # noqa: E402
 import soak_check  # noqa: E402
 
 ETCDCTL = os.environ.get("SOAK_ETCDCTL", "etcdctl")
@@ -20,8 +21,7 @@ CAP = {"cpu_cores": 48, "memory_gb": 192, "storage_gb": 500, "nodes": 20}
 
 
 def put(key, value):
-    subprocess.run([ETCDCTL, "--endpoints", ETCD, "put", key, json.dumps(value)], check=True,
-                   capture_output=True, timeout=30)
+    ccmtest.put(ETCDCTL, ETCD, key, json.dumps(value), timeout=30)
 
 
 def session(sid, state, worker=None, ports=None, history=None):
