@@ -229,6 +229,15 @@ pub struct LabProgress {
     /// import timeout for the lab to appear before it imports again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub import_started_at: Option<Timestamp>,
+    /// When the lab's stop was ordered (CML took it) and the lab was not seen stopped yet: the
+    /// loop waits for it (up to [`crate::runtime::RuntimeSettings::lab_order_timeout`]) instead
+    /// of ordering it again on every pass — also a new leader after a failover.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_ordered_at: Option<Timestamp>,
+    /// When the lab's wipe was ordered and the lab was not seen wiped yet (as
+    /// [`LabProgress::stop_ordered_at`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wipe_ordered_at: Option<Timestamp>,
 }
 
 impl LabProgress {

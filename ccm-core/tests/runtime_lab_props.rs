@@ -727,6 +727,82 @@ proptest! {
     }
 }
 
+/// A stop and a wipe that take minutes (a big lab) are ordered once each: the loop records the
+/// order and waits for CML's state to show it, passes of this leader and of a new one alike.
+#[tokio::test]
+async fn a_slow_stop_and_wipe_are_ordered_once_across_a_failover() {
+    let lw = LabWorld::new(LabTimings {
+        // Longer than the lease (5 min): the new leader finds the stop still under way.
+        stop: std::time::Duration::from_secs(8 * 60),
+        wipe: std::time::Duration::from_secs(3 * 60),
+        ..LabTimings::realistic()
+    })
+    .await;
+    lw.w.add_worker("w1").await;
+    let start = t0() + Duration::minutes(40);
+    lw.add_slot("s1", start, 30).await;
+    let settings = |c: &str| RuntimeSettings {
+        lab_order_timeout: Duration::minutes(15),
+        ..LabWorld::settings(c)
+    };
+    let a = lw.runtime(settings("a"));
+    let b = lw.runtime(settings("b"));
+    step_until(&lw, &a, "s1", 120, |s| s.state == SessionState::Stopping).await;
+    // A few passes of the leader while the stop is under way, then it dies.
+    for _ in 0..2 {
+        lw.step(&a).await;
+    }
+    assert_eq!(lw.labs.calls(LabCall::Stop), 1, "one stop while it runs");
+    drop(a);
+    let s = step_until(&lw, &b, "s1", 60, |s| s.state == SessionState::Archived).await;
+    check_history(&s).unwrap();
+    assert_eq!(
+        lw.labs.calls(LabCall::Stop),
+        1,
+        "no stop from the new leader"
+    );
+    assert_eq!(lw.labs.calls(LabCall::Wipe), 1, "one wipe");
+    let labs = lw.labs.labs_on("w1");
+    assert_eq!(labs.len(), 1);
+    assert_eq!(labs[0].state, LabState::DefinedOnCore, "kept, wiped");
+    check_release(&lw.w).await.unwrap();
+}
+
+/// A stop CML took but never carried out is ordered again after the order timeout.
+#[tokio::test]
+async fn a_stop_that_never_shows_is_ordered_again_after_the_timeout() {
+    let lw = LabWorld::new(LabTimings {
+        stop: std::time::Duration::from_secs(20 * 60),
+        ..LabTimings::realistic()
+    })
+    .await;
+    lw.w.add_worker("w1").await;
+    lw.add_slot("s1", t0() + Duration::minutes(40), 30).await;
+    let settings = LabWorld::settings("a");
+    let timeout = settings.lab_order_timeout;
+    let a = lw.runtime(settings);
+    let s = step_until(&lw, &a, "s1", 120, |s| {
+        s.lab.as_ref().is_some_and(|p| p.stop_ordered_at.is_some())
+    })
+    .await;
+    let ordered = s.lab.unwrap().stop_ordered_at.unwrap();
+    while lw.w.clock_now() < ordered + timeout {
+        lw.step(&a).await;
+        assert_eq!(
+            lw.labs.calls(LabCall::Stop),
+            1,
+            "waiting for the first stop"
+        );
+    }
+    lw.step(&a).await;
+    lw.step(&a).await;
+    assert_eq!(
+        lw.labs.calls(LabCall::Stop),
+        2,
+        "ordered again after the timeout"
+    );
+}
+
 /// One worker, sessions one after another, no failures: every lab after the first is reused.
 #[tokio::test]
 async fn back_to_back_sessions_import_once() {

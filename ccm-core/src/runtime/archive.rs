@@ -302,6 +302,8 @@ mod tests {
             last_error: String::new(),
             deleted: false,
             import_started_at: None,
+            stop_ordered_at: None,
+            wipe_ordered_at: None,
         });
         let mut with_ports = ended("ports", SessionState::Terminated, at(0));
         with_ports.allocated_ports.insert("ssh".into(), 2000);

@@ -54,6 +54,11 @@ pub struct RuntimeSettings {
     pub min_warm_workers: u32,
     /// `CONTROLLER_PLAN_HORIZON_HOURS` (24 h): how far ahead the controller plans.
     pub plan_horizon: chrono::Duration,
+    /// How often the controller reads every instance of the provider against the worker
+    /// records (5 min; also at once on a new leadership term and after a provider event it
+    /// could not apply): a lost event, an order the cloud never carried out or a launch that
+    /// never reached it is found here.
+    pub fleet_resync_interval: chrono::Duration,
     /// `CONTROLLER_SESSION_RETENTION_HOURS`: a session ended longer ago than this is archived
     /// to the spec store's history and deleted from the state store (`None` = kept; the
     /// default here, 24 h in `ccm serve`).
@@ -77,6 +82,9 @@ pub struct RuntimeSettings {
     /// `CML_IMPORT_TIMEOUT_SECONDS` (180 s): how long an import may take; a new leader waits
     /// this long after an import it did not see finish before it imports again.
     pub lab_import_timeout: chrono::Duration,
+    /// How long the lab loop waits for a stop or wipe CML took to show in the lab's state
+    /// (3 min) before it orders it again.
+    pub lab_order_timeout: chrono::Duration,
     /// `LABLET_KEEP_WIPED_LABS_PER_WORKER` (4): wiped labs kept on a worker for reuse; a lab
     /// wiped beyond this is deleted.
     pub lab_keep_per_worker: usize,
@@ -156,6 +164,7 @@ impl Default for RuntimeSettings {
             cooldown: chrono::Duration::minutes(10),
             min_warm_workers: 0,
             plan_horizon: chrono::Duration::hours(24),
+            fleet_resync_interval: chrono::Duration::minutes(5),
             session_retention: None,
             lab_enabled: true,
             lab_interval: Duration::from_secs(10),
@@ -164,6 +173,7 @@ impl Default for RuntimeSettings {
             lab_max_attempts: 5,
             lab_boot_timeout: chrono::Duration::minutes(30),
             lab_import_timeout: chrono::Duration::seconds(180),
+            lab_order_timeout: chrono::Duration::minutes(3),
             lab_keep_per_worker: 4,
             lab_url_template: "https://{worker}".into(),
             orphan_policy: OrphanPolicy::Adopt,

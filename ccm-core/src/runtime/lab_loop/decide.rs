@@ -318,7 +318,15 @@ pub fn decide(
             }
         }
         SessionState::Stopped => LabAction::Archive,
-        _ if tearing_down(s) => teardown(s, known, attempts, settings, backing_off, give_up_reason),
+        _ if tearing_down(s) => teardown(
+            s,
+            known,
+            now,
+            attempts,
+            settings,
+            backing_off,
+            give_up_reason,
+        ),
         _ => LabAction::Nothing,
     }
 }
@@ -378,9 +386,25 @@ fn acquire(
     }
 }
 
+/// An order CML took at `at` and the lab's state does not show yet: wait for it until the
+/// order timeout, then order again.
+fn awaiting(
+    at: Option<Timestamp>,
+    now: Timestamp,
+    settings: &RuntimeSettings,
+    why: &'static str,
+) -> Option<LabAction> {
+    let deadline = crate::timeslot::saturating_add(at?, settings.lab_order_timeout);
+    (now < deadline).then_some(LabAction::Wait {
+        until: Some(deadline),
+        why,
+    })
+}
+
 fn teardown(
     s: &LabletSession,
     known: LabsKnown<'_>,
+    now: Timestamp,
     attempts: u32,
     settings: &RuntimeSettings,
     backing_off: Option<Timestamp>,
@@ -410,7 +434,8 @@ fn teardown(
             reason: e.to_string(),
         },
         Some(Ok(d)) => match d.state {
-            LabState::Stopped => LabAction::WipeLab,
+            LabState::Stopped => awaiting(p.wipe_ordered_at, now, settings, "wipe under way")
+                .unwrap_or(LabAction::WipeLab),
             LabState::DefinedOnCore => {
                 let spare = match known.labs {
                     Some(Ok(labs)) => labs
@@ -432,7 +457,8 @@ fn teardown(
                     LabAction::Released
                 }
             }
-            _ => LabAction::StopLab,
+            _ => awaiting(p.stop_ordered_at, now, settings, "stop under way")
+                .unwrap_or(LabAction::StopLab),
         },
     }
 }

@@ -272,6 +272,8 @@ fn progress(s: &mut LabletSession) -> &mut LabProgress {
         last_error: String::new(),
         deleted: false,
         import_started_at: None,
+        stop_ordered_at: None,
+        wipe_ordered_at: None,
     })
 }
 
@@ -538,6 +540,14 @@ impl LabLoop {
         let sh = &self.shared;
         let ctx = &sh.ctx;
         let settings = &ctx.settings;
+        if !matches!(action, LabAction::Nothing | LabAction::Wait { .. })
+            && !self.leader.holds(fence)
+        {
+            // Past the local lease deadline (or deposed): no CML call, no write.
+            return Err(RuntimeError::NotLeader {
+                election: self.leader.election().to_string(),
+            });
+        }
         let Entry { session: s, rev } = e;
         let mut next = s.clone();
         next.updated_at = now;
@@ -647,12 +657,16 @@ impl LabLoop {
                         }
                     }
                     Ok(()) => {
-                        // CML took the order; the next pass sees the lab's new state. Only a
-                        // record with failures to forget is written.
-                        if next.lab.as_ref().is_none_or(|p| p.attempts == 0) {
-                            return Ok(None);
-                        }
+                        // CML took the order. It is recorded, so that neither this leader's
+                        // next pass nor a new leader orders it again while the lab's state
+                        // catches up.
                         advance(&mut next, LabStep::Teardown);
+                        let p = progress(&mut next);
+                        if action == LabAction::StopLab {
+                            p.stop_ordered_at = Some(now);
+                        } else {
+                            p.wipe_ordered_at = Some(now);
+                        }
                     }
                     Err(err) => {
                         let why = err.to_string();
