@@ -179,6 +179,11 @@ pub struct Worker {
     /// region refused and why).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub launch_reason: String,
+    /// When the controller last recorded an order it gives the cloud (STARTING, STOPPING,
+    /// TERMINATING: the intent is written, fenced, before the provider is called). The fleet
+    /// resync orders again what the cloud has not carried out some minutes later.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ordered_at: Option<Timestamp>,
 }
 
 impl Worker {
@@ -211,6 +216,7 @@ impl Worker {
             stopped_at: None,
             provider_id: None,
             launch_reason: String::new(),
+            ordered_at: None,
         }
     }
 

@@ -477,8 +477,14 @@ async fn a_huge_drain_timeout_from_the_spec_store_does_not_panic() {
     w.spec = spec;
     w.add_worker("w1").await;
     w.add_session("s1", None).await;
+    // The worker is a record only (no cloud instance): the planner must not stop it because
+    // it is idle before s1 binds (a stop would be ordered, fenced, and then fail in the cloud).
+    w.runtime(World::settings_keep_fleet("binder"))
+        .step()
+        .await
+        .unwrap();
+    assert_eq!(w.session("s1").await.worker_id.as_deref(), Some("w1"));
     let rt = w.runtime(World::settings("a"));
-    rt.step().await.unwrap();
     edit_json(&w, &w.keys.worker("w1"), |v| {
         v["state"] = "DRAINING".into();
         v["drain_started_at"] = serde_json::json!(w.clock_now());

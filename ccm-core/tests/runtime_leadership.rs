@@ -6,6 +6,7 @@ mod runtime_common;
 
 use ccm_core::runtime::RuntimeError;
 use ccm_core::session::SessionState;
+use ccm_core::store::StateStore;
 use chrono::Duration;
 use runtime_common::*;
 
@@ -145,14 +146,21 @@ async fn resign_on_shutdown_hands_over_at_once() {
 async fn deposed_leader_write_is_refused_by_the_fence() {
     let w = World::new().await;
     w.add_worker("w1").await;
-    let settings = World::settings_keep_fleet("a");
-    let ttl = Duration::from_std(settings.leader_ttl).unwrap();
-    let a = w.runtime(settings);
+    let a = w.runtime(World::settings_keep_fleet("a"));
     let b = w.runtime(World::settings_keep_fleet("b"));
     assert!(a.campaign_once().await.scheduler);
     assert!(!b.campaign_once().await.scheduler);
-    // a stalls (no keep-alive) past its TTL; b takes over; a still believes it leads.
-    w.clock.advance(ttl + Duration::seconds(1));
+    // a's leases end on the server well within a's local deadline (revoked by an operator, or
+    // expired on a server whose clock runs fast); b takes over; a still believes it leads. (A
+    // keep-alive that merely stalls is caught earlier, by the local deadline: see
+    // tests/runtime_fencing.rs.)
+    for l in [
+        a.scheduler().leader().current(),
+        a.controller().leader().current(),
+    ] {
+        w.store.revoke_lease(l.unwrap().lease).await.unwrap();
+    }
+    w.clock.advance(Duration::seconds(1));
     assert!(b.campaign_once().await.scheduler);
     assert!(a.leadership().scheduler, "a has not noticed yet");
     w.add_session("s1", None).await;

@@ -118,9 +118,9 @@ impl RuntimeBuilder {
             s.clone(),
             metrics.clone(),
         ));
-        let sh = LeaderHandle::new(SCHEDULER);
-        let ch = LeaderHandle::new(CONTROLLER);
-        let lh = LeaderHandle::new(LAB);
+        let sh = LeaderHandle::new(SCHEDULER, clock.clone());
+        let ch = LeaderHandle::new(CONTROLLER, clock.clone());
+        let lh = LeaderHandle::new(LAB, clock.clone());
         let campaign = |h: &LeaderHandle| {
             Campaigner::new(
                 elector.clone(),

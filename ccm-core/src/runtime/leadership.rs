@@ -1,25 +1,55 @@
 //! Leadership of one loop: campaign, keep-alive every TTL/3, stop at once on loss, resign on
 //! shutdown.
+//!
+//! A held leadership is trusted only until a local deadline: TTL − margin after the last
+//! keep-alive (or campaign) that succeeded, measured from when it was *sent*. A keep-alive
+//! that stalls (a partitioned etcd, a request timeout longer than the TTL) therefore stops this
+//! process from acting before the lease can have expired on the server and a standby taken
+//! over — it never has to wait for the keep-alive to fail.
 
 use super::metrics::Metrics;
 use crate::store::{Clock, Fence, LeaderElector, Leadership};
+use crate::timeslot::Timestamp;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// A leadership and until when this process may act on it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Held {
+    leadership: Leadership,
+    valid_until: Timestamp,
+}
+
+/// The part of the TTL a leader gives up at the end of every lease: a fifth, at least 1 ms.
+pub fn lease_margin(ttl: Duration) -> Duration {
+    (ttl / 5).max(Duration::from_millis(1))
+}
+
 /// The leadership a loop holds right now (shared by the campaign task and the loop).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct LeaderHandle {
     election: String,
-    tx: Arc<watch::Sender<Option<Leadership>>>,
+    clock: Arc<dyn Clock>,
+    tx: Arc<watch::Sender<Option<Held>>>,
+}
+
+impl std::fmt::Debug for LeaderHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LeaderHandle")
+            .field("election", &self.election)
+            .field("leading", &self.is_leader())
+            .finish()
+    }
 }
 
 impl LeaderHandle {
-    /// A handle for `election`, not leading.
-    pub fn new(election: impl Into<String>) -> Self {
+    /// A handle for `election`, not leading; its deadlines are read on `clock`.
+    pub fn new(election: impl Into<String>, clock: Arc<dyn Clock>) -> Self {
         let (tx, _rx) = watch::channel(None);
         LeaderHandle {
             election: election.into(),
+            clock,
             tx: Arc::new(tx),
         }
     }
@@ -29,35 +59,65 @@ impl LeaderHandle {
         &self.election
     }
 
-    /// Whether this process leads now.
+    /// Whether this process leads now (held, and within its local deadline).
     pub fn is_leader(&self) -> bool {
-        self.tx.borrow().is_some()
+        self.fence().is_some()
     }
 
-    /// The held leadership, if any.
+    /// The held leadership, if any — also past its local deadline (the campaign still tries
+    /// to keep it alive).
     pub fn current(&self) -> Option<Leadership> {
-        self.tx.borrow().clone()
+        self.tx.borrow().as_ref().map(|h| h.leadership.clone())
     }
 
-    /// The fence writes must carry, if leading.
+    /// Whether a leadership is held but its local deadline passed (a keep-alive is overdue).
+    pub fn lapsed(&self) -> bool {
+        let now = self.clock.now();
+        self.tx
+            .borrow()
+            .as_ref()
+            .is_some_and(|h| now >= h.valid_until)
+    }
+
+    /// The fence writes must carry, if leading: `None` also once the local deadline passed.
     pub fn fence(&self) -> Option<Fence> {
-        self.tx.borrow().as_ref().map(|l| l.fence.clone())
+        let now = self.clock.now();
+        self.tx
+            .borrow()
+            .as_ref()
+            .filter(|h| now < h.valid_until)
+            .map(|h| h.leadership.fence.clone())
     }
 
-    /// Notified on every change.
-    pub fn subscribe(&self) -> watch::Receiver<Option<Leadership>> {
+    /// Whether `fence` is still this process's valid fence (checked right before a call
+    /// outside the store — a cloud or CML call — that no fenced write can guard).
+    pub fn holds(&self, fence: &Fence) -> bool {
+        self.fence().as_ref() == Some(fence)
+    }
+
+    /// Notified on every change (also on every successful keep-alive, which moves the
+    /// deadline).
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Option<Held>> {
         self.tx.subscribe()
     }
 
-    pub(crate) fn set(&self, l: Option<Leadership>) {
-        self.tx.send_replace(l);
+    pub(crate) fn set(&self, l: Option<Leadership>, valid_until: Timestamp) {
+        self.tx.send_replace(l.map(|leadership| Held {
+            leadership,
+            valid_until,
+        }));
     }
 
     /// Forgets the leadership if it is still the term of `fence` (called when a write was
-    /// refused by the fence).
+    /// refused by the fence). A lapsed leadership is left to the campaign: its keep-alive
+    /// either renews it (the loops resume) or fails (it is forgotten then).
     pub(crate) fn lost(&self, fence: &Fence) {
+        let now = self.clock.now();
         self.tx.send_if_modified(|cur| {
-            if cur.as_ref().is_some_and(|l| &l.fence == fence) {
+            if cur
+                .as_ref()
+                .is_some_and(|h| &h.leadership.fence == fence && now < h.valid_until)
+            {
                 *cur = None;
                 true
             } else {
@@ -112,23 +172,34 @@ impl Campaigner {
         &self.handle
     }
 
-    fn publish(&self, l: Option<Leadership>) {
+    /// Publishes `l`, trusted until TTL − margin after `sent` (when the request that
+    /// confirmed it was sent).
+    fn publish(&self, l: Option<Leadership>, sent: Timestamp) {
         self.metrics.set_leader(&self.handle.election, l.is_some());
-        self.handle.set(l);
+        let margin = lease_margin(self.ttl);
+        let trust = chrono::Duration::from_std(self.ttl.saturating_sub(margin))
+            .unwrap_or(chrono::Duration::zero());
+        self.handle
+            .set(l, crate::timeslot::saturating_add(sent, trust));
     }
 
     /// One step: refresh the lease when leading (forgetting leadership at once when that
     /// fails), otherwise try to become leader. Returns whether this process leads afterwards.
     pub async fn tick(&self) -> bool {
         if let Some(l) = self.handle.current() {
+            let sent = self.clock.now();
             match self.elector.keep_alive(&l).await {
-                Ok(()) => return true,
+                Ok(()) => {
+                    self.publish(Some(l), sent);
+                    return true;
+                }
                 Err(e) => {
                     tracing::warn!(election = %self.handle.election, candidate = %self.candidate, error = %e, "leadership lost");
-                    self.publish(None);
+                    self.publish(None, sent);
                 }
             }
         }
+        let sent = self.clock.now();
         match self
             .elector
             .try_campaign(&self.handle.election, &self.candidate, self.ttl)
@@ -136,7 +207,7 @@ impl Campaigner {
         {
             Ok(Some(l)) => {
                 tracing::info!(election = %self.handle.election, candidate = %self.candidate, token = l.fence.token, "became leader");
-                self.publish(Some(l));
+                self.publish(Some(l), sent);
                 true
             }
             Ok(None) => false,
@@ -150,7 +221,7 @@ impl Campaigner {
     /// Gives leadership up (revokes the lease) so a standby takes over at once.
     pub async fn resign(&self) {
         if let Some(l) = self.handle.current() {
-            self.publish(None);
+            self.publish(None, self.clock.now());
             if let Err(e) = self.elector.resign(&l).await {
                 tracing::warn!(election = %self.handle.election, error = %e, "resign failed");
             } else {

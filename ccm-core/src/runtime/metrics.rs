@@ -21,6 +21,7 @@ pub struct Metrics {
     drains: AtomicU64,
     stops: AtomicU64,
     workers_lost: AtomicU64,
+    reorders: AtomicU64,
     events_dropped: AtomicU64,
     scheduler_runs: AtomicU64,
     controller_runs: AtomicU64,
@@ -87,6 +88,8 @@ pub struct MetricsSnapshot {
     pub stops_total: u64,
     /// Workers lost (FAILED or TERMINATED unexpectedly).
     pub workers_lost_total: u64,
+    /// Orders (start, stop, terminate) given to the cloud again by the fleet resync.
+    pub provider_reorders_total: u64,
     /// Events the sink dropped.
     pub events_dropped_total: u64,
     /// Scheduler passes run as leader.
@@ -189,6 +192,9 @@ impl Metrics {
     }
     pub(crate) fn worker_lost(&self) {
         add(&self.workers_lost, 1);
+    }
+    pub(crate) fn reordered(&self) {
+        add(&self.reorders, 1);
     }
     pub(crate) fn event_dropped(&self) {
         add(&self.events_dropped, 1);
@@ -295,6 +301,7 @@ impl Metrics {
             drains_total: g(&self.drains),
             stops_total: g(&self.stops),
             workers_lost_total: g(&self.workers_lost),
+            provider_reorders_total: g(&self.reorders),
             events_dropped_total: g(&self.events_dropped),
             scheduler_runs: g(&self.scheduler_runs),
             controller_runs: g(&self.controller_runs),
@@ -401,6 +408,11 @@ impl MetricsSnapshot {
             "workers_lost_total",
             "Workers lost unexpectedly.",
             self.workers_lost_total,
+        );
+        counter(
+            "provider_reorders_total",
+            "Orders given to the cloud again because it had not carried them out.",
+            self.provider_reorders_total,
         );
         counter(
             "events_dropped_total",

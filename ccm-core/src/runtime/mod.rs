@@ -43,7 +43,7 @@ pub use builder::{LoopLeadership, Runtime, RuntimeBuilder, RuntimeHandle, StepRe
 pub use controller::{Controller, ControllerReport};
 pub use keys::KeyLayout;
 pub use lab_loop::{LabAction, LabLoop, LabReport};
-pub use leadership::{Campaigner, LeaderHandle};
+pub use leadership::{lease_margin, Campaigner, LeaderHandle};
 pub use metrics::{Metrics, MetricsSnapshot, PhaseDuration};
 pub use planning::{due_actions, plan_input, PlanSummary};
 pub use policy::ScalingAction;

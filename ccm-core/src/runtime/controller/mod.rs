@@ -60,6 +60,8 @@ pub struct Controller {
     unavailable: Mutex<BTreeMap<(String, String), Timestamp>>,
     /// Fence token of the leadership term whose fleet was reconciled with the provider.
     fleet_term: Mutex<Option<crate::store::Revision>>,
+    /// When the provider's instances were last read against the records (the fleet resync).
+    last_resync: Mutex<Option<Timestamp>>,
 }
 
 impl std::fmt::Debug for Controller {
@@ -104,6 +106,10 @@ fn scaling_event(
 /// is not taken for lost (listings can lag a launch).
 pub const ADOPTION_GRACE_MINUTES: i64 = 5;
 
+/// How long a recorded order (start, stop, terminate) may stay without effect in the cloud
+/// before the fleet resync gives it again.
+pub const ORDER_AGAIN_MINUTES: i64 = 2;
+
 /// Minutes a template's region is avoided after it refused a launch for lack of capacity.
 pub const CAPACITY_BACKOFF_MINUTES: i64 = 15;
 
@@ -137,6 +143,7 @@ impl Controller {
             unserved_logged: Mutex::new(std::collections::BTreeSet::new()),
             unavailable: Mutex::new(BTreeMap::new()),
             fleet_term: Mutex::new(None),
+            last_resync: Mutex::new(None),
         }
     }
 
@@ -149,6 +156,18 @@ impl Controller {
         self.leader.fence().ok_or_else(|| RuntimeError::NotLeader {
             election: self.leader.election().to_string(),
         })
+    }
+
+    /// Right before a provider call (which no fenced write can guard): this process must still
+    /// hold `fence`, within its local lease deadline.
+    fn still_leading(&self, fence: &Fence) -> Result<(), RuntimeError> {
+        if self.leader.holds(fence) {
+            Ok(())
+        } else {
+            Err(RuntimeError::NotLeader {
+                election: self.leader.election().to_string(),
+            })
+        }
     }
 
     /// One pass at `now`: provider events, lost workers, scaling.
@@ -176,18 +195,35 @@ impl Controller {
             *g = Some(fence.token);
             new
         };
-        if new_term {
+        let resync_due = {
+            let g = self.last_resync.lock().unwrap_or_else(|p| p.into_inner());
+            g.is_none_or(|t| now - t >= self.ctx.settings.fleet_resync_interval || now < t)
+        };
+        if new_term || resync_due {
             match self.reconcile_fleet(fence, now, &mut report).await {
-                Ok(()) => {}
+                Ok(()) => {
+                    *self.last_resync.lock().unwrap_or_else(|p| p.into_inner()) = Some(now);
+                }
                 Err(e @ RuntimeError::NotLeader { .. }) => return Err(e),
                 Err(e) => {
                     tracing::warn!(error = %e, "fleet reconciliation failed; retried next pass");
                     *self.fleet_term.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    *self.last_resync.lock().unwrap_or_else(|p| p.into_inner()) = None;
                 }
             }
         }
         for ev in self.provider.poll_events().await {
-            self.apply_event(fence, &ev, &mut report).await?;
+            match self.apply_event(fence, &ev, &mut report).await {
+                Ok(()) => {}
+                Err(e @ RuntimeError::NotLeader { .. }) => return Err(e),
+                Err(e) => {
+                    // The provider already handed the event over: the next fleet resync (due
+                    // at once now) reads the instance's state again.
+                    tracing::warn!(worker = %ev.worker_id, state = %ev.state, error = %e, "provider event not applied; the fleet is re-read");
+                    report.failed.push((ev.worker_id.clone(), e.to_string()));
+                    *self.last_resync.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                }
+            }
         }
         let mut snap = snapshot::load(&self.ctx).await?;
         if self.labs.is_some() && self.promote_ready(fence, &snap, now, &mut report).await? {
@@ -251,6 +287,9 @@ impl Controller {
                 if same && w.value.provider_id.as_deref() == Some(m.provider_id.as_str()) {
                     continue;
                 }
+                if self.order_again(fence, &w.value, m.state, now).await? {
+                    continue;
+                }
                 let target = if same { w.value.state } else { m.state };
                 let ev = ProviderEvent {
                     worker_id: m.worker_id.clone(),
@@ -268,6 +307,15 @@ impl Controller {
             let recent = w
                 .launched_at
                 .is_some_and(|t| now - t < chrono::Duration::minutes(ADOPTION_GRACE_MINUTES));
+            if w.provider_id.is_none() && w.state == WorkerState::Pending && !recent {
+                if !live.contains(&w.id) {
+                    // Recorded, then the leader died before its launch reached the cloud: a
+                    // phantom that would count against the region's limit for ever.
+                    tracing::warn!(worker = %w.id, "PENDING worker never reached the cloud; marked FAILED");
+                    self.fail_phantom(fence, &w.id, now, report).await?;
+                }
+                continue;
+            }
             if live.contains(&w.id)
                 || w.provider_id.is_none()
                 || recent
@@ -283,6 +331,79 @@ impl Controller {
                 at: now,
             };
             self.apply_event(fence, &ev, report).await?;
+        }
+        Ok(())
+    }
+
+    /// A recorded order the cloud has not carried out [`ORDER_AGAIN_MINUTES`] after it was
+    /// given (the call failed, or the leader died between the intent and the call): given
+    /// again. True when it was (the instance's state is then left to the next events).
+    async fn order_again(
+        &self,
+        fence: &Fence,
+        w: &Worker,
+        cloud: WorkerState,
+        now: Timestamp,
+    ) -> Result<bool, RuntimeError> {
+        use WorkerState as W;
+        let overdue = w
+            .ordered_at
+            .is_none_or(|t| now - t >= chrono::Duration::minutes(ORDER_AGAIN_MINUTES));
+        let order = match (w.state, cloud) {
+            (W::Starting, W::Stopped) => "start",
+            (W::Stopping, W::Running) => "stop",
+            (W::Terminating, W::Pending | W::Running | W::Stopping | W::Stopped) => "terminate",
+            _ => return Ok(false),
+        };
+        if !overdue {
+            return Ok(true);
+        }
+        self.still_leading(fence)?;
+        tracing::warn!(worker = %w.id, state = %w.state, cloud = %cloud, order, "the cloud did not carry out the recorded order; ordered again");
+        let r = match order {
+            "start" => self.provider.start(&w.id).await,
+            "stop" => self.provider.stop(&w.id).await,
+            _ => self.provider.terminate(&w.id).await,
+        };
+        if let Err(e) = r {
+            tracing::warn!(worker = %w.id, order, error = %e, "ordering again failed; retried at the next resync");
+        }
+        self.ctx.metrics.reordered();
+        self.update_worker(fence, &w.id, |w| {
+            w.ordered_at = Some(now);
+            Ok(true)
+        })
+        .await?;
+        Ok(true)
+    }
+
+    /// PENDING → FAILED for a recorded worker whose launch never reached the cloud (its
+    /// sessions requeue; the planner launches again if it still needs one).
+    async fn fail_phantom(
+        &self,
+        fence: &Fence,
+        id: &str,
+        now: Timestamp,
+        report: &mut ControllerReport,
+    ) -> Result<(), RuntimeError> {
+        let res = self
+            .update_worker(fence, id, |w| {
+                if w.state != WorkerState::Pending || w.provider_id.is_some() {
+                    return Ok(false);
+                }
+                w.transition(WorkerState::Failed)?;
+                w.launch_reason = "launch never reached the cloud".into();
+                Ok(true)
+            })
+            .await?;
+        if let Some((before, after)) = res.filter(|(b, a)| b.state != a.state) {
+            self.ctx.metrics.worker_lost();
+            report.lost_workers.push(after.id.clone());
+            if let Some(e) =
+                CcmEvent::worker(&after, Some(before.state), "launch never reached the cloud")
+            {
+                self.ctx.emit(e, now).await;
+            }
         }
         Ok(())
     }
@@ -422,18 +543,40 @@ impl Controller {
         &self,
         fence: &Fence,
         id: &str,
+        f: F,
+    ) -> Result<Option<(Worker, Worker)>, RuntimeError>
+    where
+        F: FnMut(&mut Worker) -> Result<bool, RuntimeError>,
+    {
+        self.update_worker_at(fence, id, None, f).await
+    }
+
+    /// [`Controller::update_worker`]; with `expect`, only from that revision of the record
+    /// (one attempt; unchanged `(before, before)` when the record moved on).
+    async fn update_worker_at<F>(
+        &self,
+        fence: &Fence,
+        id: &str,
+        expect: Option<crate::store::Revision>,
         mut f: F,
     ) -> Result<Option<(Worker, Worker)>, RuntimeError>
     where
         F: FnMut(&mut Worker) -> Result<bool, RuntimeError>,
     {
         let key = self.ctx.keys.worker(id);
-        let tries = self.ctx.settings.max_conflict_retries.max(1);
+        let tries = match expect {
+            Some(_) => 1,
+            None => self.ctx.settings.max_conflict_retries.max(1),
+        };
         for _ in 0..tries {
             let Some(kv) = self.ctx.state.get(&key).await? else {
                 return Ok(None);
             };
             let before: Worker = codec::decode(&key, &kv.value)?;
+            if expect.is_some_and(|r| r != kv.mod_revision) {
+                tracing::info!(worker = %id, "worker changed since the decision; decided again next pass");
+                return Ok(Some((before.clone(), before)));
+            }
             let mut w = before.clone();
             if !f(&mut w)? {
                 return Ok(Some((before, w)));
@@ -443,8 +586,10 @@ impl Controller {
                 key: key.clone(),
                 expect: kv.mod_revision,
             };
-            if let Commit::Done(_) = self.ctx.commit(fence, vec![write]).await? {
-                return Ok(Some((before, w)));
+            match self.ctx.commit(fence, vec![write]).await? {
+                Commit::Done(_) => return Ok(Some((before, w))),
+                _ if expect.is_some() => return Ok(Some((before.clone(), before))),
+                _ => {}
             }
         }
         Err(RuntimeError::Conflict { key, tries })
@@ -743,17 +888,28 @@ impl Controller {
                 .await
             }
             ScalingAction::Start { worker_id, .. } => {
+                // The fenced intent first: a deposed leader's write fails here, before the
+                // cloud is asked. A start that then fails is ordered again by the fleet resync.
+                if !self
+                    .transition_worker(fence, worker_id, WorkerState::Starting, now)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                self.still_leading(fence)?;
                 self.provider.start(worker_id).await?;
-                self.transition_worker(fence, worker_id, WorkerState::Starting, now)
-                    .await
+                Ok(true)
             }
             ScalingAction::CancelDrain { worker_id, .. } => {
                 self.transition_worker(fence, worker_id, WorkerState::Running, now)
                     .await
             }
             ScalingAction::Drain { worker_id, reason } => {
+                // Decided on `snap`: written only if the worker is unchanged since (a session
+                // bound meanwhile moved its revision; the next pass decides again).
+                let expect = snap.workers.get(worker_id).map(|w| w.mod_revision);
                 let done = self
-                    .transition_worker(fence, worker_id, WorkerState::Draining, now)
+                    .transition_worker_at(fence, worker_id, WorkerState::Draining, now, expect)
                     .await?;
                 if done {
                     ctx.metrics.drained();
@@ -775,23 +931,37 @@ impl Controller {
                 force,
                 reason,
             } => {
-                if *force {
-                    self.terminate_sessions(fence, snap, worker_id, now, reason, report)
-                        .await?;
+                if *force
+                    && !self
+                        .terminate_sessions(fence, snap, worker_id, now, reason, report)
+                        .await?
+                {
+                    // A session changed meanwhile: no stop on a stale view; next pass decides.
+                    return Ok(false);
                 }
+                if !self
+                    .transition_worker(fence, worker_id, WorkerState::Stopping, now)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                self.still_leading(fence)?;
                 self.provider.stop(worker_id).await?;
                 ctx.metrics.stopped();
-                self.transition_worker(fence, worker_id, WorkerState::Stopping, now)
-                    .await
+                Ok(true)
             }
             ScalingAction::Terminate { worker_id, .. } => {
+                if !self
+                    .transition_worker(fence, worker_id, WorkerState::Terminating, now)
+                    .await?
+                {
+                    return Ok(false);
+                }
+                self.still_leading(fence)?;
                 match self.provider.terminate(worker_id).await {
-                    Ok(()) => {
-                        self.transition_worker(fence, worker_id, WorkerState::Terminating, now)
-                            .await
-                    }
+                    Ok(()) => Ok(true),
                     Err(ProviderError::NotFound(_)) => {
-                        // Never reached the cloud: nothing to delete there.
+                        // Not (or no longer) in the cloud: nothing to delete there.
                         self.transition_worker(fence, worker_id, WorkerState::Terminated, now)
                             .await
                     }
@@ -977,8 +1147,21 @@ impl Controller {
         to: WorkerState,
         now: Timestamp,
     ) -> Result<bool, RuntimeError> {
+        self.transition_worker_at(fence, id, to, now, None).await
+    }
+
+    /// Moves worker `id` to `to` (through the shortest path); with `expect`, only if its record
+    /// is still at that revision (one attempt: false when it moved).
+    async fn transition_worker_at(
+        &self,
+        fence: &Fence,
+        id: &str,
+        to: WorkerState,
+        now: Timestamp,
+        expect: Option<crate::store::Revision>,
+    ) -> Result<bool, RuntimeError> {
         let res = self
-            .update_worker(fence, id, |w| {
+            .update_worker_at(fence, id, expect, |w| {
                 if w.state == to {
                     return Ok(false);
                 }
@@ -994,6 +1177,12 @@ impl Controller {
                 })?;
                 for s in steps {
                     w.transition(s)?;
+                }
+                if matches!(
+                    to,
+                    WorkerState::Starting | WorkerState::Stopping | WorkerState::Terminating
+                ) {
+                    w.ordered_at = Some(now);
                 }
                 match to {
                     WorkerState::Starting => w.boot_started_at = Some(now),
@@ -1024,9 +1213,10 @@ impl Controller {
         now: Timestamp,
         reason: &str,
         report: &mut ControllerReport,
-    ) -> Result<(), RuntimeError> {
+    ) -> Result<bool, RuntimeError> {
         let max = self.ctx.txn_limit();
         let sessions: Vec<_> = snap.sessions_on(worker_id).collect();
+        let mut all = true;
         for chunk in sessions.chunks(max - 1) {
             let mut writes = Vec::new();
             let mut ended = Vec::with_capacity(chunk.len());
@@ -1046,9 +1236,11 @@ impl Controller {
                     report.terminated.push(v.id.clone());
                     self.ctx.emit(CcmEvent::session(v), now).await;
                 }
+            } else {
+                all = false;
             }
         }
-        Ok(())
+        Ok(all)
     }
 
     /// Repeats [`Controller::reconcile_once`] every `controller_interval` while this process
