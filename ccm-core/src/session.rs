@@ -241,6 +241,24 @@ pub struct LabProgress {
 }
 
 impl LabProgress {
+    /// Fresh progress on `worker_id` under `title`: nothing acquired yet.
+    pub fn new(worker_id: impl Into<String>, title: impl Into<String>) -> Self {
+        LabProgress {
+            worker_id: worker_id.into(),
+            title: title.into(),
+            lab_id: None,
+            reused: false,
+            step: LabStep::Acquire,
+            attempts: 0,
+            retry_at: None,
+            last_error: String::new(),
+            deleted: false,
+            import_started_at: None,
+            stop_ordered_at: None,
+            wipe_ordered_at: None,
+        }
+    }
+
     /// The title of a session's lab.
     pub fn title_for(session_id: &str, definition_id: &str) -> String {
         format!("ccm {session_id} {definition_id}")

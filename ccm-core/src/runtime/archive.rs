@@ -292,18 +292,9 @@ mod tests {
     fn a_session_still_holding_a_lab_or_ports_is_kept() {
         let mut with_lab = ended("lab", SessionState::Terminated, at(0));
         with_lab.lab = Some(crate::session::LabProgress {
-            worker_id: "w".into(),
-            title: "t".into(),
             lab_id: Some("l1".into()),
-            reused: false,
             step: crate::session::LabStep::Teardown,
-            attempts: 0,
-            retry_at: None,
-            last_error: String::new(),
-            deleted: false,
-            import_started_at: None,
-            stop_ordered_at: None,
-            wipe_ordered_at: None,
+            ..crate::session::LabProgress::new("w", "t")
         });
         let mut with_ports = ended("ports", SessionState::Terminated, at(0));
         with_ports.allocated_ports.insert("ssh".into(), 2000);

@@ -44,6 +44,21 @@ pub(crate) struct Write {
     pub expect: Revision,
 }
 
+impl Write {
+    /// `value` as JSON under `key`, guarded by `expect`.
+    pub fn put<T: serde::Serialize>(
+        key: String,
+        value: &T,
+        expect: Revision,
+    ) -> Result<Write, StoreError> {
+        Ok(Write {
+            value: Some(super::codec::encode(&key, value)?),
+            key,
+            expect,
+        })
+    }
+}
+
 /// Result of a fenced commit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Commit {

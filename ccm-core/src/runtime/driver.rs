@@ -19,6 +19,7 @@ use std::future::Future;
 use futures::{FutureExt, StreamExt};
 use tokio::sync::watch;
 
+use super::context::Ctx;
 use super::leadership::{shutdown_requested, LeaderHandle};
 use super::RuntimeError;
 use crate::store::{Clock, Revision, StateStore, StoreError, WatchEvent, WatchStream};
@@ -38,10 +39,17 @@ pub(crate) trait Reconciler: Send + Sync {
     fn name(&self) -> &'static str;
     /// The leadership that gates the loop.
     fn leader(&self) -> &LeaderHandle;
+    /// What the loop's passes run on (its clock times passes and intervals; watches are opened
+    /// on its state store).
+    fn ctx(&self) -> &Ctx;
     /// The clock passes and intervals run on.
-    fn clock(&self) -> &dyn Clock;
+    fn clock(&self) -> &dyn Clock {
+        self.ctx().clock.as_ref()
+    }
     /// The state store the watches are opened on.
-    fn state(&self) -> &dyn StateStore;
+    fn state(&self) -> &dyn StateStore {
+        self.ctx().state.as_ref()
+    }
     /// The longest wait between two passes (the re-list).
     fn interval(&self) -> chrono::Duration;
     /// Key prefixes whose changes may call for a pass before the interval ends (none: the

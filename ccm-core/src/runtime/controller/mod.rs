@@ -458,11 +458,7 @@ impl Controller {
                     w.stopped_at = Some(now);
                 }
                 let key = self.ctx.keys.worker(&w.id);
-                let write = Write {
-                    value: Some(codec::encode(&key, &w)?),
-                    key,
-                    expect: 0,
-                };
+                let write = Write::put(key, &w, 0)?;
                 if let Commit::Done(_) = self.ctx.commit(fence, vec![write]).await? {
                     tracing::info!(worker = %w.id, instance = %m.provider_id, region = %m.region, state = %state, "orphan instance adopted");
                     self.ctx.metrics.adopted();
@@ -581,11 +577,7 @@ impl Controller {
             if !f(&mut w)? {
                 return Ok(Some((before, w)));
             }
-            let write = Write {
-                value: Some(codec::encode(&key, &w)?),
-                key: key.clone(),
-                expect: kv.mod_revision,
-            };
+            let write = Write::put(key.clone(), &w, kv.mod_revision)?;
             match self.ctx.commit(fence, vec![write]).await? {
                 Commit::Done(_) => return Ok(Some((before, w))),
                 _ if expect.is_some() => return Ok(Some((before.clone(), before))),
@@ -802,11 +794,7 @@ impl Controller {
                         w.value.ports.release(&v.id);
                     }
                     let key = self.ctx.keys.session(&v.id);
-                    writes.push(Write {
-                        value: Some(codec::encode(&key, &v)?),
-                        key,
-                        expect: s.mod_revision,
-                    });
+                    writes.push(Write::put(key, &v, s.mod_revision)?);
                 }
                 if let Some(w) = worker.as_mut() {
                     // Recompute the worker's load from the sessions that stay on it.
@@ -822,11 +810,7 @@ impl Controller {
                             ))
                         });
                     let key = self.ctx.keys.worker(&wid);
-                    writes.push(Write {
-                        value: Some(codec::encode(&key, &w.value)?),
-                        key,
-                        expect: w.mod_revision,
-                    });
+                    writes.push(Write::put(key, &w.value, w.mod_revision)?);
                 }
                 match self.ctx.commit(fence, writes).await? {
                     // Re-read next pass (with smaller batches after a TooLarge).
@@ -1084,11 +1068,7 @@ impl Controller {
         w.boot_started_at = Some(now);
         w.launch_reason = reason.chars().take(MAX_LAUNCH_REASON_CHARS).collect();
         let key = ctx.keys.worker(worker_id);
-        let write = Write {
-            value: Some(codec::encode(&key, &w)?),
-            key: key.clone(),
-            expect: 0,
-        };
+        let write = Write::put(key.clone(), &w, 0)?;
         let Commit::Done(rev) = ctx.commit(fence, vec![write]).await? else {
             return Ok(Ok(false));
         };
@@ -1225,11 +1205,7 @@ impl Controller {
                 v.transition(SessionState::Terminated, now, reason)?;
                 ended.push(v.clone());
                 let key = self.ctx.keys.session(&v.id);
-                writes.push(Write {
-                    value: Some(codec::encode(&key, &v)?),
-                    key,
-                    expect: s.mod_revision,
-                });
+                writes.push(Write::put(key, &v, s.mod_revision)?);
             }
             if let Commit::Done(_) = self.ctx.commit(fence, writes).await? {
                 for v in &ended {
@@ -1259,12 +1235,8 @@ impl Reconciler for Controller {
         &self.leader
     }
 
-    fn clock(&self) -> &dyn crate::store::Clock {
-        self.ctx.clock.as_ref()
-    }
-
-    fn state(&self) -> &dyn crate::store::StateStore {
-        self.ctx.state.as_ref()
+    fn ctx(&self) -> &Ctx {
+        &self.ctx
     }
 
     fn interval(&self) -> chrono::Duration {

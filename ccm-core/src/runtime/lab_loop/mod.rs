@@ -166,18 +166,10 @@ impl Shared {
         worker: Option<(&Worker, Revision)>,
     ) -> Result<Commit, RuntimeError> {
         let key = self.ctx.keys.session(&next.id);
-        let mut writes = vec![Write {
-            value: Some(codec::encode(&key, next)?),
-            key,
-            expect: rev,
-        }];
+        let mut writes = vec![Write::put(key, next, rev)?];
         if let Some((w, wrev)) = worker {
             let key = self.ctx.keys.worker(&w.id);
-            writes.push(Write {
-                value: Some(codec::encode(&key, w)?),
-                key,
-                expect: wrev,
-            });
+            writes.push(Write::put(key, w, wrev)?);
         }
         self.ctx.commit(fence, writes).await
     }
@@ -261,20 +253,7 @@ fn progress(s: &mut LabletSession) -> &mut LabProgress {
     }
     let wid = s.worker_id.clone().unwrap_or_default();
     let title = LabProgress::title_for(&s.id, &s.definition_id);
-    s.lab.get_or_insert_with(|| LabProgress {
-        worker_id: wid,
-        title,
-        lab_id: None,
-        reused: false,
-        step: LabStep::Acquire,
-        attempts: 0,
-        retry_at: None,
-        last_error: String::new(),
-        deleted: false,
-        import_started_at: None,
-        stop_ordered_at: None,
-        wipe_ordered_at: None,
-    })
+    s.lab.get_or_insert_with(|| LabProgress::new(wid, title))
 }
 
 /// Moves the progress to `step` (attempts reset).
@@ -919,12 +898,8 @@ impl Reconciler for LabLoop {
         &self.leader
     }
 
-    fn clock(&self) -> &dyn crate::store::Clock {
-        self.shared.ctx.clock.as_ref()
-    }
-
-    fn state(&self) -> &dyn crate::store::StateStore {
-        self.shared.ctx.state.as_ref()
+    fn ctx(&self) -> &Ctx {
+        &self.shared.ctx
     }
 
     fn interval(&self) -> chrono::Duration {

@@ -160,11 +160,7 @@ impl Scheduler {
                 let mut writes = Vec::with_capacity(live.len());
                 for (s, rev) in &live {
                     let key = ctx.keys.session(&s.id);
-                    writes.push(Write {
-                        value: Some(codec::encode(&key, s)?),
-                        key,
-                        expect: *rev,
-                    });
+                    writes.push(Write::put(key, s, *rev)?);
                 }
                 match ctx.commit(fence, writes).await? {
                     Commit::Conflict { changed } => {
@@ -257,19 +253,11 @@ impl Scheduler {
                     s.allocated_ports = t.ports.clone();
                     scheduled.push(s.clone());
                     let key = ctx.keys.session(&s.id);
-                    writes.push(Write {
-                        value: Some(codec::encode(&key, &s)?),
-                        key,
-                        expect: t.expect,
-                    });
+                    writes.push(Write::put(key, &s, t.expect)?);
                 }
                 for (id, (w, rev)) in &new_workers {
                     let key = ctx.keys.worker(id);
-                    writes.push(Write {
-                        value: Some(codec::encode(&key, w)?),
-                        key,
-                        expect: *rev,
-                    });
+                    writes.push(Write::put(key, w, *rev)?);
                 }
                 match ctx.commit(fence, writes).await? {
                     Commit::Conflict { changed } => {
@@ -349,12 +337,8 @@ impl Reconciler for Scheduler {
         &self.leader
     }
 
-    fn clock(&self) -> &dyn crate::store::Clock {
-        self.ctx.clock.as_ref()
-    }
-
-    fn state(&self) -> &dyn crate::store::StateStore {
-        self.ctx.state.as_ref()
+    fn ctx(&self) -> &Ctx {
+        &self.ctx
     }
 
     fn interval(&self) -> chrono::Duration {
