@@ -12,8 +12,15 @@
 //! | `ec2` | [`ec2`]: WorkerProvider | `aws-sdk-ec2` |
 //!
 //! Adapters translate and take typed config; they hold no scheduling logic and read no
-//! environment (`ccm-bin`'s settings are the one place that does).
+//! environment (`ccm-bin`'s settings are the one place that does). Shared between them:
+//! [`secret::Secret`], the wrapper of the passwords and keys their configs hold (never shown by
+//! `Debug` or `Display`), and `backoff::Backoff`, the jittered retry back-off of the HTTP
+//! adapters (`cloudevents`, `cml`).
 #![deny(missing_docs)]
+
+#[cfg(any(feature = "cloudevents", feature = "cml"))]
+pub mod backoff;
+pub mod secret;
 
 #[cfg(feature = "cloudevents")]
 pub mod cloudevents;

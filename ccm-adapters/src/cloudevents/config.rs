@@ -1,6 +1,7 @@
 //! Configuration of the CloudEvents HTTP sink (filled by the caller; the adapter reads no
 //! environment).
 
+pub use crate::backoff::Backoff;
 use ccm_core::redact::redact_url;
 use std::time::Duration;
 
@@ -29,52 +30,11 @@ impl std::str::FromStr for ContentMode {
     }
 }
 
-/// Exponential back-off with jitter between delivery attempts.
-///
-/// The n-th retry waits a random time in `[d/2, d]` with `d = min(max, initial × 2^(n−1))`
-/// ("equal jitter": never zero, never above the cap, and retries of many events spread out).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backoff {
-    /// Cap of the first retry's delay.
-    pub initial: Duration,
-    /// Cap of any delay.
-    pub max: Duration,
-}
-
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: Duration::from_millis(200),
-            max: Duration::from_secs(10),
-        }
-    }
-}
-
-impl Backoff {
-    /// The cap `d` of retry `retry` (1-based).
-    pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32 << retry.saturating_sub(1).min(20);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-
-    /// The delay before retry `retry` (1-based), with `unit` in `[0, 1)` as the random draw.
-    pub fn delay_with(&self, retry: u32, unit: f64) -> Duration {
-        let d = self.ceiling(retry);
-        let half = d / 2;
-        half + half.mul_f64(unit.clamp(0.0, 1.0))
-    }
-
-    /// The delay before retry `retry` (1-based), with fresh randomness.
-    pub fn delay(&self, retry: u32) -> Duration {
-        self.delay_with(retry, random_unit())
-    }
-}
-
-/// A uniform draw in `[0, 1)` from the OS-seeded UUID v4 generator (no extra dependency).
-fn random_unit() -> f64 {
-    let bits = (uuid::Uuid::new_v4().as_u128() >> 75) as u64; // 53 random bits
-    bits as f64 / (1u64 << 53) as f64
-}
+/// The default back-off between delivery attempts: from 200 ms, at most 10 s.
+pub const DEFAULT_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(200),
+    max: Duration::from_secs(10),
+};
 
 /// Everything the sink needs. Its `Debug` redacts the sink URL's credentials.
 #[derive(Clone, PartialEq)]
@@ -125,7 +85,7 @@ impl CloudEventsConfig {
             queue_capacity: 1024,
             lanes: 4,
             request_timeout: Duration::from_secs(5),
-            backoff: Backoff::default(),
+            backoff: DEFAULT_BACKOFF,
             retry_for: Duration::from_secs(300),
         }
     }
@@ -165,7 +125,7 @@ impl CloudEventsConfig {
         if self.request_timeout.is_zero() {
             return invalid("CLOUDEVENTS_TIMEOUT_MS", "0".into(), "at least 1");
         }
-        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+        if !self.backoff.is_usable() {
             return invalid(
                 "backoff",
                 format!("{:?}", self.backoff),

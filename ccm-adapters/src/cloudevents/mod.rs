@@ -32,7 +32,7 @@ mod config;
 mod delivery;
 mod stats;
 
-pub use config::{Backoff, CloudEventsConfig, ConfigError, ContentMode};
+pub use config::{Backoff, CloudEventsConfig, ConfigError, ContentMode, DEFAULT_BACKOFF};
 pub use stats::DeliveryStats;
 
 use async_trait::async_trait;

@@ -1,31 +1,14 @@
 //! Typed configuration of the CML adapter (built by the caller; the adapter reads no
 //! environment). Secrets never appear in `Debug` output or logs.
 
+use crate::backoff::Backoff;
+use crate::secret::{Secret, REDACTED};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// A password that `Debug` and `Display` never show.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Password(String);
-
-impl Password {
-    /// Wraps a password.
-    pub fn new(p: impl Into<String>) -> Self {
-        Password(p.into())
-    }
-
-    /// The secret itself (only for the authentication request).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Password {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A CML password: the adapters' shared [`Secret`] (the name is kept for callers).
+pub type Password = Secret;
 
 /// A CML user name and password.
 #[derive(Clone, PartialEq, Eq)]
@@ -33,7 +16,7 @@ pub struct CmlCredentials {
     /// User name.
     pub username: String,
     /// Password.
-    pub password: Password,
+    pub password: Secret,
 }
 
 impl CmlCredentials {
@@ -41,7 +24,7 @@ impl CmlCredentials {
     pub fn new(username: impl Into<String>, password: impl Into<String>) -> Self {
         CmlCredentials {
             username: username.into(),
-            password: Password::new(password),
+            password: Secret::new(password),
         }
     }
 }
@@ -50,7 +33,7 @@ impl std::fmt::Debug for CmlCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CmlCredentials")
             .field("username", &self.username)
-            .field("password", &self.password)
+            .field("password", &format_args!("{REDACTED}"))
             .finish()
     }
 }
@@ -69,39 +52,15 @@ pub enum CmlTls {
     InsecureSkipVerify,
 }
 
-/// Exponential back-off with equal jitter between retries: retry `n` waits a random time in
-/// `[d/2, d]`, `d = min(max, initial × 2^(n−1))`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct CmlBackoff {
-    /// Cap of the first retry's delay.
-    pub initial: Duration,
-    /// Cap of any delay.
-    pub max: Duration,
-}
+/// The back-off between retries of a CML call: the adapters' shared [`Backoff`] (the name is
+/// kept for callers).
+pub type CmlBackoff = Backoff;
 
-impl CmlBackoff {
-    /// The cap `d` of retry `retry` (1-based).
-    pub fn ceiling(&self, retry: u32) -> Duration {
-        let factor = 1u32 << retry.saturating_sub(1).min(20);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-
-    /// The delay before retry `retry` with `unit` in `[0, 1]` as the random draw.
-    pub fn delay_with(&self, retry: u32, unit: f64) -> Duration {
-        let d = self.ceiling(retry);
-        let half = d / 2;
-        half + half.mul_f64(unit.clamp(0.0, 1.0))
-    }
-}
-
-impl Default for CmlBackoff {
-    fn default() -> Self {
-        CmlBackoff {
-            initial: Duration::from_millis(250),
-            max: Duration::from_secs(5),
-        }
-    }
-}
+/// The default back-off between retries of a CML call: from 250 ms, at most 5 s.
+pub const DEFAULT_BACKOFF: Backoff = Backoff {
+    initial: Duration::from_millis(250),
+    max: Duration::from_secs(5),
+};
 
 /// Everything the CML adapter needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,7 +83,7 @@ pub struct CmlConfig {
     /// retried only when it surely did not reach CML (connection refused, HTTP 502/503/504).
     pub retries: u32,
     /// Back-off between retries.
-    pub backoff: CmlBackoff,
+    pub backoff: Backoff,
     /// Largest answer body read; a larger one is an error.
     pub max_response_bytes: usize,
 }
@@ -142,7 +101,7 @@ impl CmlConfig {
             request_timeout: Duration::from_secs(30),
             import_timeout: Duration::from_secs(180),
             retries: 3,
-            backoff: CmlBackoff::default(),
+            backoff: DEFAULT_BACKOFF,
             max_response_bytes: 4 * 1024 * 1024,
         }
     }
@@ -169,7 +128,7 @@ impl CmlConfig {
         if self.max_response_bytes < 1024 {
             return bad("max_response_bytes", "at least 1024");
         }
-        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+        if !self.backoff.is_usable() {
             return bad("backoff", "initial > 0 and max >= initial");
         }
         if self.retries > 10 {

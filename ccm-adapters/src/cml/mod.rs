@@ -36,7 +36,9 @@
 mod config;
 mod wire;
 
-pub use config::{CmlBackoff, CmlConfig, CmlConfigError, CmlCredentials, CmlTls, Password};
+pub use config::{
+    CmlBackoff, CmlConfig, CmlConfigError, CmlCredentials, CmlTls, Password, DEFAULT_BACKOFF,
+};
 
 use async_trait::async_trait;
 use ccm_core::store::lab::{
@@ -119,11 +121,6 @@ fn chain(e: &dyn std::error::Error) -> String {
         cur = c.source();
     }
     s
-}
-
-fn random_unit() -> f64 {
-    let bits = (uuid::Uuid::new_v4().as_u128() >> 75) as u64; // 53 random bits
-    bits as f64 / (1u64 << 53) as f64
 }
 
 impl CmlLabRuntime {
@@ -333,7 +330,7 @@ impl CmlLabRuntime {
                 };
             }
             retry += 1;
-            let delay = self.config.backoff.delay_with(retry, random_unit());
+            let delay = self.config.backoff.delay(retry);
             tracing::debug!(worker = %at.worker_id, call = %r.call, retry, ?delay, "CML call failed; retrying");
             tokio::time::sleep(delay).await;
         }

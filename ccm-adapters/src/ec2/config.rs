@@ -1,37 +1,9 @@
 //! Typed settings of the EC2 provider (filled by the daemon's settings; nothing here reads the
 //! environment).
 
+pub use crate::secret::Secret;
 use std::collections::BTreeMap;
-use std::fmt;
 use std::time::Duration;
-
-/// A secret string: its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself (only for handing to the SDK).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Explicit AWS credentials (when absent, the standard AWS chain is used: environment, profile,
 /// web identity, container and instance metadata).

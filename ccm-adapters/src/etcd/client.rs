@@ -5,6 +5,7 @@
 
 use super::config::{read_pem, EtcdConfig};
 use super::pb::etcdserverpb as pb;
+use crate::secret::Secret;
 use ccm_core::store::StoreError;
 use pb::auth_client::AuthClient;
 use pb::kv_client::KvClient;
@@ -39,7 +40,7 @@ struct TokenState {
 /// User name and password, never printed.
 struct Credentials {
     user: String,
-    password: String,
+    password: Secret,
 }
 
 struct Shared {
@@ -148,7 +149,7 @@ impl Conn {
         let credentials = match (&config.username, &config.password) {
             (Some(user), Some(password)) => Some(Credentials {
                 user: user.clone(),
-                password: password.clone(),
+                password: Secret::new(password.as_str()),
             }),
             _ => None,
         };
@@ -218,7 +219,7 @@ impl Conn {
         let mut auth = AuthClient::new(self.channel.clone());
         let req = pb::AuthenticateRequest {
             name: cred.user.clone(),
-            password: cred.password.clone(),
+            password: cred.password.expose().to_string(),
         };
         match auth.authenticate(req).await {
             Ok(r) => {

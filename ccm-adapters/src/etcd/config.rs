@@ -1,5 +1,6 @@
 //! Connection settings of the etcd adapter.
 
+use crate::secret::REDACTED;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -40,7 +41,7 @@ impl std::fmt::Debug for EtcdConfig {
             .field("endpoints", &self.endpoints)
             .field("prefix", &self.prefix)
             .field("username", &self.username)
-            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("password", &self.password.as_ref().map(|_| REDACTED))
             .field("ca_cert", &self.ca_cert)
             .field("client_cert", &self.client_cert)
             .field("client_key", &self.client_key)

@@ -1,6 +1,6 @@
 //! [`EtcdStateStore`]: the live-state store on etcd v3.
 
-use super::client::Conn;
+use super::client::{Conn, Svc};
 use super::config::EtcdConfig;
 use super::errors::{is_transient, map_status, never_sent};
 use super::pb::{etcdserverpb as pb, mvccpb};
@@ -13,6 +13,7 @@ use ccm_core::store::{
 };
 use futures::StreamExt;
 use pb::compare::{CompareResult, CompareTarget, TargetUnion};
+use pb::kv_client::KvClient;
 use pb::request_op::Request;
 use pb::response_op::Response;
 use std::future::Future;
@@ -115,14 +116,28 @@ impl EtcdStateStore {
         }
     }
 
+    /// One KV request through [`Self::call`]: each attempt gets a fresh KV client and a copy
+    /// of `req`; a failure is mapped with `lease`, the lease the request is about.
+    async fn kv<Req, T, F, Fut>(
+        &self,
+        req: &Req,
+        lease: Option<LeaseId>,
+        send: F,
+    ) -> Result<T, StoreError>
+    where
+        Req: Clone,
+        F: Fn(KvClient<Svc>, Req) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        self.call(|| send(self.conn.kv(), req.clone()))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| map_status(&s, lease))
+    }
+
     async fn range(&self, req: pb::RangeRequest) -> Result<pb::RangeResponse, StoreError> {
-        self.call(|| {
-            let mut kv = self.conn.kv();
-            let req = req.clone();
-            async move { kv.range(req).await.map(tonic::Response::into_inner) }
-        })
-        .await
-        .map_err(|s| map_status(&s, None))
+        self.kv(&req, None, |mut kv, req| async move { kv.range(req).await })
+            .await
     }
 
     /// One round trip to etcd; returns its revision.
@@ -192,14 +207,11 @@ impl EtcdStateStore {
             ..Default::default()
         };
         let r = self
-            .call(|| {
-                let mut kv = self.conn.kv();
-                let req = req.clone();
-                async move { kv.delete_range(req).await }
+            .kv(&req, None, |mut kv, req| async move {
+                kv.delete_range(req).await
             })
-            .await
-            .map_err(|s| map_status(&s, None))?;
-        Ok(r.into_inner().deleted)
+            .await?;
+        Ok(r.deleted)
     }
 
     /// Runs an idempotent read, retrying while etcd is unavailable for up to `read_retry`.
@@ -396,14 +408,9 @@ impl StateStore for EtcdStateStore {
             ..Default::default()
         };
         let r = self
-            .call(|| {
-                let mut kv = self.conn.kv();
-                let req = req.clone();
-                async move { kv.put(req).await }
-            })
-            .await
-            .map_err(|s| map_status(&s, lease))?;
-        header_revision(r.into_inner().header.as_ref())
+            .kv(&req, lease, |mut kv, req| async move { kv.put(req).await })
+            .await?;
+        header_revision(r.header.as_ref())
     }
 
     async fn delete(&self, key: &str) -> Result<bool, StoreError> {
@@ -412,14 +419,11 @@ impl StateStore for EtcdStateStore {
             ..Default::default()
         };
         let r = self
-            .call(|| {
-                let mut kv = self.conn.kv();
-                let req = req.clone();
-                async move { kv.delete_range(req).await }
+            .kv(&req, None, |mut kv, req| async move {
+                kv.delete_range(req).await
             })
-            .await
-            .map_err(|s| map_status(&s, None))?;
-        Ok(r.into_inner().deleted > 0)
+            .await?;
+        Ok(r.deleted > 0)
     }
 
     async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
@@ -431,13 +435,9 @@ impl StateStore for EtcdStateStore {
             failure: txn.failure.iter().map(to_op).collect(),
         };
         let r = self
-            .call(|| {
-                let mut kv = self.conn.kv();
-                let req = req.clone();
-                async move { kv.txn(req).await }
-            })
+            .kv(&req, lease, |mut kv, req| async move { kv.txn(req).await })
             .await
-            .map_err(|s| match map_status(&s, lease) {
+            .map_err(|e| match e {
                 StoreError::Backend(m) if m.contains("too many operations") => {
                     StoreError::TooManyOps {
                         ops: txn.op_count(),
@@ -445,8 +445,7 @@ impl StateStore for EtcdStateStore {
                     }
                 }
                 other => other,
-            })?
-            .into_inner();
+            })?;
         let mut responses = Vec::new();
         for op in &r.responses {
             responses.push(match &op.response {

@@ -37,7 +37,8 @@ use ccm_core::store::artifact::{
 };
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::fmt;
+
+pub use crate::secret::Secret;
 
 /// Metadata key holding the hex SHA-256 (`x-amz-meta-sha256`).
 pub const SHA256_METADATA: &str = "sha256";
@@ -45,34 +46,6 @@ pub const SHA256_METADATA: &str = "sha256";
 pub const DEFAULT_BUCKET: &str = "lablet-artifacts";
 /// S3's smallest part size for multipart uploads (all parts but the last).
 pub const MIN_PART_SIZE: usize = 5 * 1024 * 1024;
-
-/// A secret string: its `Debug` and `Display` never show the value.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// Wraps a secret.
-    pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
-    }
-
-    /// The secret itself (only for handing to the SDK).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Secret(***)")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
 
 /// Server-side encryption of stored objects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -223,6 +196,24 @@ impl Failure {
     }
 }
 
+/// The `If-None-Match` and `If-Match` values of a write condition (sent on a single put and
+/// on the request completing a multipart upload).
+fn condition_headers(condition: &WriteCondition) -> (Option<String>, Option<String>) {
+    match condition {
+        WriteCondition::Always => (None, None),
+        WriteCondition::IfAbsent => (Some("*".to_string()), None),
+        WriteCondition::IfMatch(etag) => (None, Some(etag.clone())),
+    }
+}
+
+/// What a completed write answered: its etag and version id.
+type Written = (Option<String>, Option<String>);
+
+/// The [`Written`] of an answer's etag and version id.
+fn written(etag: Option<&str>, version_id: Option<&str>) -> Written {
+    (etag.map(str::to_string), version_id.map(str::to_string))
+}
+
 fn precondition_error(key: &str, condition: &WriteCondition, f: &Failure) -> ArtifactError {
     let what = match condition {
         WriteCondition::Always => "always".to_string(),
@@ -333,14 +324,24 @@ impl S3ArtifactStore {
         HashMap::from([(SHA256_METADATA.to_string(), sha.to_string())])
     }
 
+    /// The `x-amz-server-side-encryption` and `…-aws-kms-key-id` values of a write (of a
+    /// single object and of the start of a multipart upload alike).
+    fn sse_headers(&self) -> (Option<ServerSideEncryption>, Option<String>) {
+        match &self.cfg.sse {
+            None => (None, None),
+            Some(Sse::S3) => (Some(ServerSideEncryption::Aes256), None),
+            Some(Sse::Kms { key_id }) => (Some(ServerSideEncryption::AwsKms), Some(key_id.clone())),
+        }
+    }
+
     async fn put_single(
         &self,
         key: &str,
         data: Bytes,
         sha: &str,
         condition: &WriteCondition,
-    ) -> Result<(Option<String>, Option<String>), Failure> {
-        let mut req = self
+    ) -> Result<Written, Failure> {
+        let req = self
             .client
             .put_object()
             .bucket(&self.cfg.bucket)
@@ -348,23 +349,17 @@ impl S3ArtifactStore {
             .content_type("application/yaml")
             .set_metadata(Some(Self::metadata(sha)))
             .body(ByteStream::from(data));
-        req = match condition {
-            WriteCondition::Always => req,
-            WriteCondition::IfAbsent => req.if_none_match("*"),
-            WriteCondition::IfMatch(etag) => req.if_match(etag),
-        };
-        req = match &self.cfg.sse {
-            None => req,
-            Some(Sse::S3) => req.server_side_encryption(ServerSideEncryption::Aes256),
-            Some(Sse::Kms { key_id }) => req
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(key_id),
-        };
-        let out = req.send().await.map_err(failure)?;
-        Ok((
-            out.e_tag().map(str::to_string),
-            out.version_id().map(str::to_string),
-        ))
+        let (if_none_match, if_match) = condition_headers(condition);
+        let (sse, kms_key_id) = self.sse_headers();
+        let out = req
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key_id)
+            .send()
+            .await
+            .map_err(failure)?;
+        Ok(written(out.e_tag(), out.version_id()))
     }
 
     async fn put_multipart(
@@ -373,26 +368,24 @@ impl S3ArtifactStore {
         data: Bytes,
         sha: &str,
         condition: &WriteCondition,
-    ) -> Result<(Option<String>, Option<String>), Failure> {
+    ) -> Result<Written, Failure> {
         // The condition is also sent on CompleteMultipartUpload (atomic on AWS S3), but some
         // S3-compatible servers ignore it there; checking first keeps those from silently
         // overwriting (and avoids uploading parts that would be refused).
         self.precheck(key, condition).await?;
-        let mut create = self
+        let (sse, kms_key_id) = self.sse_headers();
+        let upload = self
             .client
             .create_multipart_upload()
             .bucket(&self.cfg.bucket)
             .key(key)
             .content_type("application/yaml")
-            .set_metadata(Some(Self::metadata(sha)));
-        create = match &self.cfg.sse {
-            None => create,
-            Some(Sse::S3) => create.server_side_encryption(ServerSideEncryption::Aes256),
-            Some(Sse::Kms { key_id }) => create
-                .server_side_encryption(ServerSideEncryption::AwsKms)
-                .ssekms_key_id(key_id),
-        };
-        let upload = create.send().await.map_err(failure)?;
+            .set_metadata(Some(Self::metadata(sha)))
+            .set_server_side_encryption(sse)
+            .set_ssekms_key_id(kms_key_id)
+            .send()
+            .await
+            .map_err(failure)?;
         let upload_id = upload.upload_id().unwrap_or_default().to_string();
         let result = self.upload_parts(key, &upload_id, data, condition).await;
         if result.is_err() {
@@ -457,7 +450,7 @@ impl S3ArtifactStore {
         upload_id: &str,
         data: Bytes,
         condition: &WriteCondition,
-    ) -> Result<(Option<String>, Option<String>), Failure> {
+    ) -> Result<Written, Failure> {
         let mut parts = Vec::new();
         let mut offset = 0;
         let mut number = 1;
@@ -483,7 +476,8 @@ impl S3ArtifactStore {
             offset = end;
             number += 1;
         }
-        let mut complete = self
+        let (if_none_match, if_match) = condition_headers(condition);
+        let out = self
             .client
             .complete_multipart_upload()
             .bucket(&self.cfg.bucket)
@@ -493,17 +487,13 @@ impl S3ArtifactStore {
                 CompletedMultipartUpload::builder()
                     .set_parts(Some(parts))
                     .build(),
-            );
-        complete = match condition {
-            WriteCondition::Always => complete,
-            WriteCondition::IfAbsent => complete.if_none_match("*"),
-            WriteCondition::IfMatch(etag) => complete.if_match(etag),
-        };
-        let out = complete.send().await.map_err(failure)?;
-        Ok((
-            out.e_tag().map(str::to_string),
-            out.version_id().map(str::to_string),
-        ))
+            )
+            .set_if_none_match(if_none_match)
+            .set_if_match(if_match)
+            .send()
+            .await
+            .map_err(failure)?;
+        Ok(written(out.e_tag(), out.version_id()))
     }
 
     async fn head_version(
