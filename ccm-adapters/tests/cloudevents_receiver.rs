@@ -6,6 +6,8 @@
 //! outage and fault tests).
 #![cfg(feature = "cloudevents")]
 
+mod support;
+
 use ccm_adapters::cloudevents::{
     Backoff, CloudEventsConfig, CloudEventsSink, ContentMode, DeliveryStats,
 };
@@ -18,22 +20,9 @@ use ccm_core::worker::{Worker, WorkerState};
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: start the test services (`bash scripts/services.sh start`) and \
-             `source .ci-work/run/env` (CI: scripts/test.sh does both)"
-        )
-    })
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use support::{env, free_port, python, repo_root};
 
 fn http() -> reqwest::Client {
     reqwest::Client::builder()
@@ -74,17 +63,9 @@ struct OwnReceiver {
 }
 
 impl OwnReceiver {
-    fn free_port() -> u16 {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    }
-
     async fn start() -> OwnReceiver {
         let mut r = OwnReceiver {
-            port: Self::free_port(),
+            port: free_port(),
             child: None,
         };
         r.restart().await;
@@ -97,7 +78,7 @@ impl OwnReceiver {
 
     async fn restart(&mut self) {
         assert!(self.child.is_none(), "receiver already running");
-        let python = env("CCM_TEST_PYTHON");
+        let python = python();
         let script = repo_root().join("scripts/ce_receiver.py");
         let child = Command::new(&python)
             .arg(&script)

@@ -10,26 +10,15 @@
 //! written by `scripts/services.sh start` into `.ci-work/run/env`.
 #![cfg(feature = "cml")]
 
+mod support;
+
 use ccm_adapters::cml::{CmlBackoff, CmlConfig, CmlCredentials, CmlLabRuntime, CmlTls};
 use ccm_core::store::lab::{LabCall, LabEndpoint, LabError, LabRuntime, LabState};
 use ccm_core::testkit::lab::{self as suite, Pace};
 use serde_json::{json, Value};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: start the test services (`bash scripts/services.sh start`) and \
-             `source .ci-work/run/env` (CI: scripts/test.sh does both)"
-        )
-    })
-}
-
-fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
-}
+use support::{env, free_port, python, repo_root};
 
 fn url() -> String {
     env("CCM_TEST_CML_URL")
@@ -99,7 +88,7 @@ fn count(calls: &Value, route: &str) -> u64 {
 #[test]
 fn official_virl2_client_runs_its_flow_against_the_server() {
     let script = repo_root().join("scripts/test_cml_server.py");
-    let out = Command::new(env("CCM_TEST_PYTHON"))
+    let out = Command::new(python())
         .arg(&script)
         .env("CCM_TEST_CML_URL", url())
         .env("CCM_TEST_CML_USER", env("CCM_TEST_CML_USER"))
@@ -396,14 +385,6 @@ async fn nothing_listening_is_unavailable() {
 
 // --- private servers (plain http) for faults that would disturb the shared one --------------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// A private CML test server process on its own port (killed on drop).
 struct OwnServer {
     base: String,
@@ -413,7 +394,7 @@ struct OwnServer {
 impl OwnServer {
     async fn start() -> Self {
         let port = free_port();
-        let child = Command::new(env("CCM_TEST_PYTHON"))
+        let child = Command::new(python())
             .arg(repo_root().join("scripts/cml_server.py"))
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(["--user", "admin:own-secret"])

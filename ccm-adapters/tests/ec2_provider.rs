@@ -5,6 +5,8 @@
 //! CCM_TEST_PYTHON (the test venv's python with boto3).
 #![cfg(feature = "ec2")]
 
+mod support;
+
 use async_trait::async_trait;
 use ccm_adapters::ec2::{
     Ec2Config, Ec2Provider, Secret, StaticCredentials, TAG_MANAGED_BY, TAG_TEMPLATE, TAG_WORKER_ID,
@@ -12,8 +14,8 @@ use ccm_adapters::ec2::{
 use ccm_core::store::{LaunchRequest, ProviderError, WorkerProvider};
 use ccm_core::template::WorkerTemplate;
 use ccm_core::testkit::provider::{self as suite, Driver};
-use std::process::Command;
 use std::time::Duration;
+use support::{check_script, env};
 
 const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
 /// The newest `CML-2.9.*` image of scripts/moto-amis.json (a `CML-2.8.1` image is newer still
@@ -22,15 +24,7 @@ const CML_291: &str = "ami-0c0a1e0000000291a";
 const CML_281: &str = "ami-0c0a1e0000000288a";
 
 fn endpoint() -> String {
-    std::env::var("CCM_TEST_EC2_ENDPOINT").unwrap_or_else(|_| {
-        panic!("CCM_TEST_EC2_ENDPOINT is not set: start the test services (bash scripts/services.sh start) and source .ci-work/run/env")
-    })
-}
-
-fn python() -> String {
-    std::env::var("CCM_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("CCM_TEST_PYTHON is not set: it must name the test venv's python with boto3")
-    })
+    env("CCM_TEST_EC2_ENDPOINT")
 }
 
 fn template() -> WorkerTemplate {
@@ -71,18 +65,10 @@ impl Driver for Moto {
 
 /// What boto3 sees of a worker's instances in a region.
 fn boto3_instances(region: &str, worker_id: &str) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_ec2.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args(["instances", &endpoint(), region, worker_id])
-        .output()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "check_ec2.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    check_script(
+        "check_ec2.py",
+        &["instances", &endpoint(), region, worker_id],
+    )
 }
 
 fn req(worker_id: &str, t: &WorkerTemplate, region: &str) -> LaunchRequest {
@@ -228,17 +214,7 @@ async fn ec2_instance_terminated_behind_our_back_is_reported() {
     let w = uid("gone");
     let pid = p.launch(req(&w, &template(), "us-west-2")).await.unwrap();
     let _ = p.poll_events().await;
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_ec2.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args(["terminate", &endpoint(), "us-west-2", &w])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    check_script("check_ec2.py", &["terminate", &endpoint(), "us-west-2", &w]);
     let events = p.poll_events().await;
     let mine: Vec<_> = events.iter().filter(|e| e.worker_id == w).collect();
     assert_eq!(mine.len(), 1, "{mine:?}");

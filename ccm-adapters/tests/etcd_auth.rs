@@ -7,42 +7,23 @@
 //! Auth is switched off again when a test ends, also when it fails.
 #![cfg(feature = "etcd")]
 
+mod support;
+
 use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
-use ccm_core::store::{Compare, StateStore, StoreError, Txn, WatchEvent};
+use ccm_core::store::{StateStore, StoreError, WatchEvent};
 use ccm_core::testkit::state::unique_prefix;
 use futures::StreamExt;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
+use support::etcd::{create_once, fast_config, listed_eventually, spawn_writer, watch_from_now};
+use support::{env, services};
 use tokio::sync::Mutex;
 
 /// The tests switch auth on and restart servers: never at the same time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
 
 const ROOT_PASSWORD: &str = "ccm-test-root-pw";
-
-fn env(name: &str, what: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set ({what}): start the test servers with `bash scripts/services.sh start` \
-             and `source .ci-work/run/env`"
-        )
-    })
-}
-
-fn services(args: &[&str]) {
-    let script = env("CCM_TEST_SERVICES", "path of scripts/services.sh");
-    let out = std::process::Command::new("bash")
-        .arg(&script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {script} {args:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// Auth is on for `etcd` (etcd-single or etcd-cluster) while this lives; off again after
 /// (the stopped members are started first, so the switch reaches them all).
@@ -82,9 +63,7 @@ impl Drop for AuthOn {
 }
 
 fn config(endpoints: &str, user: Option<(&str, &str)>) -> EtcdConfig {
-    let mut cfg = EtcdConfig::new(endpoints.split(',').map(str::to_string));
-    cfg.connect_timeout = Duration::from_secs(1);
-    cfg.request_timeout = Duration::from_secs(3);
+    let mut cfg = fast_config(endpoints);
     cfg.read_retry = Duration::from_secs(2);
     if let Some((u, p)) = user {
         cfg.username = Some(u.to_string());
@@ -99,31 +78,6 @@ async fn connect(endpoints: &str, user: Option<(&str, &str)>) -> Arc<EtcdStateSt
             .await
             .expect("connect"),
     )
-}
-
-/// Creates `key` once, retrying while etcd is unavailable (bounded); returns the retries.
-async fn create_once(s: &EtcdStateStore, key: &str, value: Vec<u8>) -> u32 {
-    let mut unavailable = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = Txn::new()
-            .when(Compare::Missing {
-                key: key.to_string(),
-            })
-            .put(key, value.clone());
-        match s.txn(t).await {
-            Ok(_) => return unavailable,
-            Err(StoreError::Unavailable(m)) => {
-                unavailable += 1;
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "etcd still unavailable after 60 s: {m}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("create {key}: {e}"),
-        }
-    }
 }
 
 /// Auth really is on: no credentials and wrong credentials are refused, the latter as a
@@ -160,7 +114,7 @@ async fn auth_is_enforced(endpoints: &str, prefix: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_survives_an_etcd_restart() {
     let _serial = SERIAL.lock().await;
-    let endpoint = env("CCM_TEST_ETCD", "the single etcd's endpoint");
+    let endpoint = env("CCM_TEST_ETCD");
     let auth = AuthOn::enable("etcd-single");
     let prefix = unique_prefix("/ccm-test", "auth-restart");
     auth_is_enforced(&endpoint, &prefix).await;
@@ -173,30 +127,10 @@ async fn auth_survives_an_etcd_restart() {
     s.put(&format!("{prefix}/leased"), b"l".to_vec(), Some(lease))
         .await
         .expect("leased write");
-    let start = s.current_revision().await.expect("rev") + 1;
-    let mut w = s
-        .watch(&format!("{prefix}/k/"), start)
-        .await
-        .expect("watch");
+    let mut w = watch_from_now(&s, &format!("{prefix}/k/")).await;
 
     const N: usize = 200;
-    let writer = {
-        let s = s.clone();
-        let prefix = prefix.clone();
-        tokio::spawn(async move {
-            let mut unavailable = 0;
-            for i in 0..N {
-                unavailable += create_once(
-                    &s,
-                    &format!("{prefix}/k/{i:04}"),
-                    i.to_string().into_bytes(),
-                )
-                .await;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            unavailable
-        })
-    };
+    let writer = spawn_writer(&s, &prefix, N);
     // etcd forgets every token it issued when it restarts.
     tokio::time::sleep(Duration::from_millis(300)).await;
     auth.stop("etcd-single");
@@ -251,13 +185,12 @@ async fn auth_survives_an_etcd_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn auth_on_the_cluster_survives_a_member_restart() {
     let _serial = SERIAL.lock().await;
-    let endpoints = env("CCM_TEST_ETCD_CLUSTER", "the 3-member cluster's endpoints");
+    let endpoints = env("CCM_TEST_ETCD_CLUSTER");
     let auth = AuthOn::enable("etcd-cluster");
     let prefix = unique_prefix("/ccm-test", "auth-cluster");
     auth_is_enforced(&endpoints, &prefix).await;
     let s = connect(&endpoints, Some(("root", ROOT_PASSWORD))).await;
-    let start = s.current_revision().await.expect("rev") + 1;
-    let mut w = s.watch(&format!("{prefix}/"), start).await.expect("watch");
+    let mut w = watch_from_now(&s, &format!("{prefix}/")).await;
     let mut unavailable = 0;
     for i in 0..20 {
         unavailable += create_once(&s, &format!("{prefix}/before/{i:03}"), vec![]).await;
@@ -286,18 +219,7 @@ async fn auth_on_the_cluster_survives_a_member_restart() {
     // The restarted members serve authenticated reads themselves.
     for url in ["http://127.0.0.1:23791", "http://127.0.0.1:23792"] {
         let one = connect(url, Some(("root", ROOT_PASSWORD))).await;
-        let mut got = 0;
-        for _ in 0..50 {
-            got = one
-                .list(&format!("{prefix}/"))
-                .await
-                .map(|l| l.kvs.len())
-                .unwrap_or(0);
-            if got == 140 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
+        let got = listed_eventually(&one, &format!("{prefix}/"), 140).await;
         assert_eq!(got, 140, "{url} serves the writes with a token");
     }
     s.delete_prefix(&prefix).await.expect("clean up");

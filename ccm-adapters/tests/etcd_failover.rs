@@ -4,85 +4,22 @@
 //! duplicated. Members are stopped and started with `$CCM_TEST_SERVICES member ...`.
 #![cfg(feature = "etcd")]
 
-use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
+mod support;
+
+use ccm_adapters::etcd::EtcdStateStore;
 use ccm_core::store::{Compare, StateStore, StoreError, Txn, WatchEvent};
 use ccm_core::testkit::state::unique_prefix;
 use futures::StreamExt;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
+use support::env;
+use support::etcd::{
+    connect, create_once, fast_config, listed_eventually, spawn_writer, stop_member, watch_from_now,
+};
 use tokio::sync::Mutex;
 
 /// The two tests restart servers: never at the same time.
 static SERIAL: Mutex<()> = Mutex::const_new(());
-
-fn env(name: &str, what: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set ({what}): start the test servers with `bash scripts/services.sh start` \
-             and `source .ci-work/run/env`"
-        )
-    })
-}
-
-fn services(action: &str, member: &str) {
-    let script = env("CCM_TEST_SERVICES", "path of scripts/services.sh");
-    let out = std::process::Command::new("bash")
-        .args([script.as_str(), "member", action, member])
-        .output()
-        .unwrap_or_else(|e| panic!("run {script} member {action} {member}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} member {action} {member} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts the member again when the test ends, also when it panics.
-struct Restart(&'static str);
-impl Drop for Restart {
-    fn drop(&mut self) {
-        services("start", self.0);
-    }
-}
-
-async fn connect(endpoints: &str) -> Arc<EtcdStateStore> {
-    let eps: Vec<String> = endpoints.split(',').map(str::to_string).collect();
-    let mut cfg = EtcdConfig::new(eps.clone());
-    cfg.connect_timeout = Duration::from_secs(1);
-    cfg.request_timeout = Duration::from_secs(3);
-    let s = EtcdStateStore::connect(cfg).await.expect("connect");
-    s.ping()
-        .await
-        .unwrap_or_else(|e| panic!("etcd at {eps:?} does not answer: {e}"));
-    Arc::new(s)
-}
-
-/// Creates `key` once: a retry after an unacknowledged success sees the key and stops, so
-/// the key is written exactly once. Retries while etcd is unavailable (bounded).
-async fn create_once(s: &EtcdStateStore, key: &str, value: Vec<u8>) -> u32 {
-    let mut unavailable = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let t = Txn::new()
-            .when(Compare::Missing {
-                key: key.to_string(),
-            })
-            .put(key, value.clone());
-        match s.txn(t).await {
-            Ok(_) => return unavailable,
-            Err(StoreError::Unavailable(m)) => {
-                unavailable += 1;
-                assert!(
-                    tokio::time::Instant::now() < deadline,
-                    "etcd still unavailable after 60 s: {m}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            Err(e) => panic!("create {key}: {e}"),
-        }
-    }
-}
 
 /// Guarded increment (read, CAS on mod revision, retry on conflict or unavailability).
 async fn increment(s: &EtcdStateStore, key: &str) -> (u32, u32) {
@@ -133,19 +70,13 @@ async fn increment(s: &EtcdStateStore, key: &str) -> (u32, u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_cluster_member_down_writes_go_on() {
     let _serial = SERIAL.lock().await;
-    let s = connect(&env(
-        "CCM_TEST_ETCD_CLUSTER",
-        "the 3-member cluster's endpoints",
-    ))
-    .await;
+    let s = connect(fast_config(&env("CCM_TEST_ETCD_CLUSTER"))).await;
     let prefix = unique_prefix("/ccm-test", "cluster");
-    let start = s.current_revision().await.expect("rev") + 1;
-    let mut w = s.watch(&format!("{prefix}/"), start).await.expect("watch");
+    let mut w = watch_from_now(&s, &format!("{prefix}/")).await;
     for i in 0..20 {
         create_once(&s, &format!("{prefix}/before/{i:03}"), vec![]).await;
     }
-    services("stop", "etcd-m2");
-    let restart = Restart("etcd-m2");
+    let restart = stop_member("etcd-m2");
     let mut unavailable = 0;
     for i in 0..100 {
         unavailable += create_once(&s, &format!("{prefix}/during/{i:03}"), vec![]).await;
@@ -197,19 +128,8 @@ async fn etcd_cluster_member_down_writes_go_on() {
     assert!(seen.values().all(|n| *n == 1), "no event delivered twice");
     drop(restart);
     // The member is back and serves reads of what was written while it was down.
-    let m2 = connect("http://127.0.0.1:23792").await;
-    let mut got = 0;
-    for _ in 0..50 {
-        got = m2
-            .list(&format!("{prefix}/during/"))
-            .await
-            .map(|l| l.kvs.len())
-            .unwrap_or(0);
-        if got == 100 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let m2 = connect(fast_config("http://127.0.0.1:23792")).await;
+    let got = listed_eventually(&m2, &format!("{prefix}/during/"), 100).await;
     assert_eq!(got, 100, "restarted member caught up");
     eprintln!("cluster test: {unavailable} unavailable retries while etcd-m2 was down");
 }
@@ -217,32 +137,14 @@ async fn etcd_cluster_member_down_writes_go_on() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_single_restart_store_reconnects_and_watch_resumes() {
     let _serial = SERIAL.lock().await;
-    let s = connect(&env("CCM_TEST_ETCD", "the single etcd's endpoint")).await;
+    let s = connect(fast_config(&env("CCM_TEST_ETCD"))).await;
     let prefix = unique_prefix("/ccm-test", "restart");
-    let start = s.current_revision().await.expect("rev") + 1;
-    let mut w = s.watch(&format!("{prefix}/"), start).await.expect("watch");
+    let mut w = watch_from_now(&s, &format!("{prefix}/")).await;
     const N: usize = 300;
-    let writer = {
-        let s = s.clone();
-        let prefix = prefix.clone();
-        tokio::spawn(async move {
-            let mut unavailable = 0;
-            for i in 0..N {
-                unavailable += create_once(
-                    &s,
-                    &format!("{prefix}/k/{i:04}"),
-                    i.to_string().into_bytes(),
-                )
-                .await;
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            unavailable
-        })
-    };
+    let writer = spawn_writer(&s, &prefix, N);
     // Let some writes land, then restart etcd under the writer and the watch.
     tokio::time::sleep(Duration::from_millis(400)).await;
-    services("stop", "etcd-single");
-    let restart = Restart("etcd-single");
+    let restart = stop_member("etcd-single");
     tokio::time::sleep(Duration::from_millis(500)).await;
     drop(restart);
     let unavailable = writer.await.expect("writer");

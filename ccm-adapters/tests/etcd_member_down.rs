@@ -5,54 +5,26 @@
 //! soak (scripts/soak.sh): each stopped member cost ccm its leaders for the whole outage.
 #![cfg(feature = "etcd")]
 
-use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
+mod support;
+
+use ccm_adapters::etcd::EtcdConfig;
 use ccm_core::store::{Compare, StateStore, Txn};
 use ccm_core::testkit::state::unique_prefix;
 use std::time::Duration;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!("{name} is not set: start the test servers with `bash scripts/services.sh start`")
-    })
-}
-
-fn services(action: &str, member: &str) {
-    let script = env("CCM_TEST_SERVICES");
-    let out = std::process::Command::new("bash")
-        .args([script.as_str(), "member", action, member])
-        .output()
-        .unwrap_or_else(|e| panic!("run {script} member {action} {member}: {e}"));
-    assert!(
-        out.status.success(),
-        "{script} member {action} {member} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Starts the member again when the test ends, also when it panics.
-struct Restart(&'static str);
-impl Drop for Restart {
-    fn drop(&mut self) {
-        services("start", self.0);
-    }
-}
+use support::env;
+use support::etcd::{connect, endpoints, stop_member};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_one_member_down_every_call_succeeds_first_time() {
-    let endpoints: Vec<String> = env("CCM_TEST_ETCD_CLUSTER")
-        .split(',')
-        .map(str::to_string)
-        .collect();
+    let endpoints = endpoints(&env("CCM_TEST_ETCD_CLUSTER"));
     assert_eq!(endpoints.len(), 3, "{endpoints:?}");
     let mut cfg = EtcdConfig::new(endpoints);
     cfg.connect_timeout = Duration::from_secs(1);
-    let s = EtcdStateStore::connect(cfg).await.expect("connect");
-    s.ping().await.expect("the cluster answers");
+    let s = connect(cfg).await;
     let prefix = unique_prefix("/ccm-test", "member-down");
     let lease = s.grant_lease(Duration::from_secs(30)).await.expect("lease");
 
-    services("stop", "etcd-m1");
-    let _restart = Restart("etcd-m1");
+    let _restart = stop_member("etcd-m1");
     let mut failures = Vec::new();
     for i in 0..60 {
         let key = format!("{prefix}/k{i}");

@@ -6,12 +6,16 @@
 //! tables agree with sessions.
 #![cfg(feature = "etcd")]
 
-use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
+mod support;
+
+use ccm_adapters::etcd::EtcdStateStore;
 use ccm_core::store::{Compare, KeyValue, StateStore, Txn, TxnOpResponse};
 use ccm_core::testkit::state::unique_prefix;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
+use support::etcd::{connect, single_etcd};
+use support::{env, run};
 
 const SESSIONS: usize = 1_000;
 const WORKERS: usize = 90;
@@ -33,12 +37,6 @@ struct Worker {
     ports: BTreeMap<u16, String>,
 }
 
-fn endpoint() -> String {
-    std::env::var("CCM_TEST_ETCD").unwrap_or_else(|_| {
-        panic!("CCM_TEST_ETCD is not set: run `bash scripts/services.sh start` and `source .ci-work/run/env`")
-    })
-}
-
 fn decode<T: for<'a> Deserialize<'a>>(kv: &KeyValue) -> T {
     serde_json::from_slice(&kv.value).unwrap_or_else(|e| panic!("decode {}: {e}", kv.key))
 }
@@ -46,6 +44,21 @@ fn decode<T: for<'a> Deserialize<'a>>(kv: &KeyValue) -> T {
 struct Cached<T> {
     value: T,
     rev: i64,
+}
+
+/// Each key with its decoded value and the mod revision it was read at.
+fn cached<T: for<'a> Deserialize<'a>>(
+    kvs: &[KeyValue],
+) -> impl Iterator<Item = (String, Cached<T>)> + '_ {
+    kvs.iter().map(|kv| {
+        (
+            kv.key.clone(),
+            Cached {
+                value: decode(kv),
+                rev: kv.mod_revision,
+            },
+        )
+    })
 }
 
 /// One scheduler: binds pending sessions in its own order; on conflict refreshes what it read.
@@ -65,34 +78,11 @@ async fn scheduler(
             .list(&format!("{prefix}/workers/"))
             .await
             .expect("list workers");
-        let mut ws: Vec<(String, Cached<Worker>)> = workers
-            .kvs
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key.clone(),
-                    Cached {
-                        value: decode(kv),
-                        rev: kv.mod_revision,
-                    },
-                )
-            })
-            .collect();
+        let mut ws: Vec<(String, Cached<Worker>)> = cached(&workers.kvs).collect();
         if reverse {
             ws.reverse();
         }
-        let mut pending: Vec<(String, Cached<Session>)> = sessions
-            .kvs
-            .iter()
-            .map(|kv| {
-                (
-                    kv.key.clone(),
-                    Cached {
-                        value: decode::<Session>(kv),
-                        rev: kv.mod_revision,
-                    },
-                )
-            })
+        let mut pending: Vec<(String, Cached<Session>)> = cached::<Session>(&sessions.kvs)
             .filter(|(_, c)| c.value.state == "PENDING")
             .collect();
         if reverse {
@@ -150,17 +140,14 @@ async fn scheduler(
 
 /// Reads every key under `prefix` with `etcdctl` (key and value lines alternate).
 fn etcdctl_dump(prefix: &str) -> BTreeMap<String, String> {
-    let out = std::process::Command::new("etcdctl")
-        .env("ETCDCTL_API", "3")
-        .args(["--endpoints", &endpoint(), "get", "--prefix", prefix])
-        .output()
-        .unwrap_or_else(|e| panic!("run etcdctl (apt package etcd-client): {e}"));
-    assert!(
-        out.status.success(),
-        "etcdctl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
+    let endpoint = env("CCM_TEST_ETCD");
+    let out = run(
+        std::process::Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .args(["--endpoints", &endpoint, "get", "--prefix", prefix]),
+        "etcdctl (apt package etcd-client)",
     );
-    let text = String::from_utf8(out.stdout).expect("utf8");
+    let text = String::from_utf8(out).expect("utf8");
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len() % 2, 0, "etcdctl prints key/value pairs");
     lines
@@ -171,14 +158,7 @@ fn etcdctl_dump(prefix: &str) -> BTreeMap<String, String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_two_schedulers_never_overcommit_or_double_assign_ports() {
-    let s = Arc::new(
-        EtcdStateStore::connect(EtcdConfig::new([endpoint()]))
-            .await
-            .expect("connect"),
-    );
-    s.ping()
-        .await
-        .unwrap_or_else(|e| panic!("etcd at {} does not answer: {e}", endpoint()));
+    let s = connect(single_etcd()).await;
     let prefix = unique_prefix("/ccm-test", "race");
     // Seed in batches within the 128-op limit.
     let mut keys: Vec<(String, Vec<u8>)> = (0..WORKERS)

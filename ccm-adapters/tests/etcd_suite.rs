@@ -2,12 +2,15 @@
 //! started by `scripts/services.sh start`).
 #![cfg(feature = "etcd")]
 
+mod support;
+
 use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
 use ccm_core::store::elector::StoreElector;
 use ccm_core::store::{StateStore, StoreError, Txn};
 use ccm_core::testkit::state::{self as suite, unique_prefix, RealTime};
 use std::sync::Arc;
 use std::time::Duration;
+use support::etcd::{connect, single_etcd};
 use tokio::sync::RwLock;
 
 /// etcd's minimum lease TTL is about 2 s.
@@ -16,24 +19,8 @@ const TTL: Duration = Duration::from_secs(2);
 /// Compaction affects the whole server: it runs alone (write lock), the rest share (read).
 static COMPACTION: RwLock<()> = RwLock::const_new(());
 
-fn endpoints() -> Vec<String> {
-    let v = std::env::var("CCM_TEST_ETCD").unwrap_or_else(|_| {
-        panic!(
-            "CCM_TEST_ETCD is not set: start the test servers with `bash scripts/services.sh start` \
-             and `source .ci-work/run/env` (it names the single etcd, e.g. http://127.0.0.1:23790)"
-        )
-    });
-    v.split(',').map(str::to_string).collect()
-}
-
 async fn store() -> Arc<EtcdStateStore> {
-    let s = EtcdStateStore::connect(EtcdConfig::new(endpoints()))
-        .await
-        .unwrap_or_else(|e| panic!("connect to etcd at {:?}: {e}", endpoints()));
-    s.ping()
-        .await
-        .unwrap_or_else(|e| panic!("etcd at {:?} does not answer: {e}", endpoints()));
-    Arc::new(s)
+    connect(single_etcd()).await
 }
 
 #[tokio::test]
@@ -137,7 +124,7 @@ async fn etcd_elector_from_store_uses_configured_prefix() {
     let _g = COMPACTION.read().await;
     let prefix = unique_prefix("/ccm-test", "cfg");
     let s = Arc::new(
-        EtcdStateStore::connect(EtcdConfig::new(endpoints()).with_prefix(prefix.clone()))
+        EtcdStateStore::connect(single_etcd().with_prefix(prefix.clone()))
             .await
             .expect("connect"),
     );

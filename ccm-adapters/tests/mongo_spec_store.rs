@@ -2,6 +2,8 @@
 //! `scripts/services.sh`; URI in `CCM_TEST_MONGODB_URI`). Every test uses its own database.
 #![cfg(feature = "mongodb")]
 
+mod support;
+
 use ccm_adapters::mongo::{
     MongoOptions, MongoSpecStore, AUDIT_EVENTS, AUDIT_TTL_INDEX, DEFINITIONS, TEMPLATES,
 };
@@ -13,15 +15,7 @@ use mongodb::IndexModel;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::time::Duration;
-
-fn env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| {
-        panic!(
-            "{name} is not set: start the test services (bash scripts/services.sh start) and \
-             `source .ci-work/run/env` before running the MongoDB tests"
-        )
-    })
-}
+use support::{check_script, env, repo_root};
 
 fn uri() -> String {
     env("CCM_TEST_MONGODB_URI")
@@ -169,7 +163,7 @@ async fn mongo_two_clients_racing_on_one_version_one_wins() {
 }
 
 fn templates_file() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../config/worker-templates.yaml")
+    repo_root().join("config/worker-templates.yaml")
 }
 
 /// The real templates file is seeded; an operator edits a template directly in the database;
@@ -250,21 +244,7 @@ async fn mongo_independent_pymongo_reader_sees_the_documented_schema() {
     s.record_audit(&e1).await.unwrap();
     s.record_audit(&e2).await.unwrap();
 
-    let python = env("CCM_TEST_PYTHON");
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/check_mongo.py");
-    let out = tokio::process::Command::new(&python)
-        .arg(&script)
-        .arg(uri())
-        .arg(&db)
-        .output()
-        .await
-        .unwrap_or_else(|e| panic!("run {python} {}: {e}", script.display()));
-    assert!(
-        out.status.success(),
-        "check_mongo.py failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let report = check_script("check_mongo.py", &[&uri(), &db]);
 
     // lablet_definitions
     let defs = report["collections"][DEFINITIONS].as_array().unwrap();

@@ -3,22 +3,16 @@
 //! and tamper detection. Needs CCM_TEST_S3_ENDPOINT (and CCM_TEST_PYTHON for the boto3 checks).
 #![cfg(feature = "s3")]
 
+mod support;
+
 use bytes::Bytes;
 use ccm_adapters::s3::{S3ArtifactStore, S3Config, Sse, MIN_PART_SIZE};
 use ccm_core::store::artifact::{definition_key, sha256_hex, ArtifactStore, WriteCondition};
 use ccm_core::testkit::artifact::{self as suite, pseudo_random_bytes};
-use std::process::Command;
+use support::{check_script, env};
 
 fn endpoint() -> String {
-    std::env::var("CCM_TEST_S3_ENDPOINT").unwrap_or_else(|_| {
-        panic!("CCM_TEST_S3_ENDPOINT is not set: start the test services (bash scripts/services.sh start) and source .ci-work/run/env")
-    })
-}
-
-fn python() -> String {
-    std::env::var("CCM_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!("CCM_TEST_PYTHON is not set: it must name the test venv's python with boto3")
-    })
+    env("CCM_TEST_S3_ENDPOINT")
 }
 
 fn config() -> S3Config {
@@ -41,18 +35,7 @@ async fn store() -> S3ArtifactStore {
 }
 
 fn check_s3(args: &[&str]) -> serde_json::Value {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/check_s3.py");
-    let out = Command::new(python())
-        .arg(script)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("run {script}: {e}"));
-    assert!(
-        out.status.success(),
-        "check_s3.py {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
+    check_script("check_s3.py", args)
 }
 
 #[tokio::test]
