@@ -11,22 +11,8 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A secret string: `Debug` prints `***`, and there is no `Display`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
-
-impl Secret {
-    /// The secret itself, for handing to a client library (never to a log).
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("***")
-    }
-}
+/// A secret string (the adapters' one type): `Debug` and `Display` print `***`.
+pub use ccm_adapters::secret::Secret;
 
 /// A URI that may carry credentials (`scheme://user:password@host/...`): `Debug` and
 /// [`SecretUri::redacted`] hide the password.
@@ -592,7 +578,7 @@ impl Settings {
             port: r.port("ETCD_PORT", 2379)?,
             endpoints_override,
             username: r.optional("ETCD_USERNAME"),
-            password: r.optional("ETCD_PASSWORD").map(Secret),
+            password: r.optional("ETCD_PASSWORD").map(Secret::new),
             ca_cert: r.optional("ETCD_CA_CERT").map(PathBuf::from),
             client_cert: r.optional("ETCD_CERT_CERT").map(PathBuf::from),
             client_key: r.optional("ETCD_CERT_KEY").map(PathBuf::from),
@@ -633,7 +619,7 @@ impl Settings {
                 .url("ARTIFACT_STORAGE_ENDPOINT", Some("http://localhost:9000"))?
                 .unwrap_or_default(),
             access_key: r.string("ARTIFACT_STORAGE_ACCESS_KEY", "minioadmin"),
-            secret_key: Secret(r.string("ARTIFACT_STORAGE_SECRET_KEY", "minioadmin")),
+            secret_key: Secret::new(r.string("ARTIFACT_STORAGE_SECRET_KEY", "minioadmin")),
             bucket: r.string("ARTIFACT_STORAGE_BUCKET", "lablet-artifacts"),
             region: r.string("ARTIFACT_STORAGE_REGION", "us-east-1"),
             use_ssl: r.boolean("ARTIFACT_STORAGE_USE_SSL", false)?,
@@ -724,8 +710,8 @@ impl Settings {
             regions: r.list("CCM_EC2_REGIONS"),
             endpoint: r.url("CCM_EC2_ENDPOINT", None)?,
             access_key_id: r.optional("CCM_EC2_ACCESS_KEY_ID"),
-            secret_access_key: r.optional("CCM_EC2_SECRET_ACCESS_KEY").map(Secret),
-            session_token: r.optional("CCM_EC2_SESSION_TOKEN").map(Secret),
+            secret_access_key: r.optional("CCM_EC2_SECRET_ACCESS_KEY").map(Secret::new),
+            session_token: r.optional("CCM_EC2_SESSION_TOKEN").map(Secret::new),
             subnets: r.per_region("CCM_EC2_SUBNETS")?,
             security_groups: r
                 .per_region("CCM_EC2_SECURITY_GROUPS")?
@@ -792,7 +778,7 @@ impl Settings {
                 }
             },
             username: r.optional("CML_USERNAME"),
-            password: r.optional("CML_PASSWORD").map(Secret),
+            password: r.optional("CML_PASSWORD").map(Secret::new),
             worker_credentials_file: r.optional("CML_WORKER_CREDENTIALS_FILE").map(PathBuf::from),
             ca_file: r.optional("CML_CA_FILE").map(PathBuf::from),
             insecure_skip_verify: r.boolean("CML_INSECURE_SKIP_VERIFY", false)?,
@@ -849,7 +835,7 @@ impl Settings {
             candidate_id: r
                 .optional("CCM_CANDIDATE_ID")
                 .unwrap_or_else(|| format!("ccm-{}", std::process::id())),
-            api_token: r.optional("CCM_API_TOKEN").map(Secret),
+            api_token: r.optional("CCM_API_TOKEN").map(Secret::new),
             api_reads_open: r.boolean("CCM_API_READS_OPEN", false)?,
         })
     }
@@ -918,7 +904,7 @@ pub fn load_cml_worker_credentials(
             worker,
             WorkerCmlCredentials {
                 username: e.username,
-                password: Secret(e.password),
+                password: Secret::new(e.password),
             },
         );
     }
