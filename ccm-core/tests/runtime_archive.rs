@@ -8,7 +8,7 @@ mod runtime_common;
 use ccm_core::runtime::archive::ARCHIVED_EVENT;
 use ccm_core::runtime::RuntimeSettings;
 use ccm_core::session::{LabletSession, SessionState};
-use ccm_core::store::{AuditQuery, SpecStore, StateStore};
+use ccm_core::store::{AuditQuery, SpecStore};
 use chrono::Duration;
 use runtime_common::*;
 
@@ -61,14 +61,7 @@ async fn scenario(w: &World, rt: &ccm_core::runtime::Runtime) {
         w.clock_now(),
     );
     late.updated_at = w.clock_now();
-    w.store
-        .put(
-            &w.keys.session("s-expired"),
-            serde_json::to_vec(&late).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    w.put_session(&late).await;
     rt.step().await.unwrap();
     assert_eq!(w.session("s-expired").await.state, SessionState::Expired);
 }

@@ -8,7 +8,6 @@ mod runtime_common;
 
 use ccm_core::runtime::{RuntimeSettings, ScalingAction, ScalingMode};
 use ccm_core::session::SessionState;
-use ccm_core::store::StateStore;
 use ccm_core::worker::WorkerState;
 use chrono::Duration;
 use runtime_common::*;
@@ -155,10 +154,7 @@ async fn serve_and_end_one(w: &World, rt: &ccm_core::runtime::Runtime, id: &str)
     let mut s = w.session(id).await;
     s.transition(SessionState::Terminated, w.clock_now(), "done")
         .unwrap();
-    w.store
-        .put(&w.keys.session(id), serde_json::to_vec(&s).unwrap(), None)
-        .await
-        .unwrap();
+    w.put_session(&s).await;
     wid
 }
 

@@ -239,20 +239,10 @@ async fn launched(w: &World, id: &str) -> Worker {
         })
         .await
         .unwrap();
-    let mut rec = Worker::from_template(
-        id,
-        t,
-        "us-east-1",
-        WorkerState::Pending,
-        "2.9.0".parse().unwrap(),
-        "CML-2.9.0",
-    );
+    let mut rec = World::worker_record(id, WorkerState::Pending);
     rec.provider_id = Some(pid);
     rec.launched_at = Some(w.clock_now());
-    w.store
-        .put(&w.keys.worker(id), serde_json::to_vec(&rec).unwrap(), None)
-        .await
-        .unwrap();
+    w.put_worker(&rec).await;
     rec
 }
 
@@ -320,24 +310,9 @@ async fn a_lost_running_event_is_recovered_by_the_fleet_resync() {
 #[tokio::test]
 async fn a_pending_record_whose_launch_never_reached_the_cloud_is_marked_failed() {
     let w = World::new().await;
-    let t = &templates()[0];
-    let mut rec = Worker::from_template(
-        "phantom",
-        t,
-        "us-east-1",
-        WorkerState::Pending,
-        "2.9.0".parse().unwrap(),
-        "CML-2.9.0",
-    );
+    let mut rec = World::worker_record("phantom", WorkerState::Pending);
     rec.launched_at = Some(w.clock_now());
-    w.store
-        .put(
-            &w.keys.worker("phantom"),
-            serde_json::to_vec(&rec).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    w.put_worker(&rec).await;
     let rt = w.runtime(World::settings_keep_fleet("a"));
     rt.step().await.unwrap();
     assert_eq!(

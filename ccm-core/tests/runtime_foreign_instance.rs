@@ -7,7 +7,6 @@
 mod runtime_common;
 
 use ccm_core::session::SessionState;
-use ccm_core::store::StateStore;
 use ccm_core::worker::WorkerState;
 use chrono::Duration;
 use runtime_common::*;
@@ -17,14 +16,7 @@ async fn a_stopped_instance_of_another_fleet_with_the_same_worker_id_changes_not
     let w = World::new().await;
     let mut mine = w.add_worker("w1").await;
     mine.provider_id = Some("i-mine".into());
-    w.store
-        .put(
-            &w.keys.worker("w1"),
-            serde_json::to_vec(&mine).unwrap(),
-            None,
-        )
-        .await
-        .unwrap();
+    w.put_worker(&mine).await;
     // The cloud knows a stopped instance tagged w1 that is not the record's.
     let mut foreign = mine.clone();
     foreign.provider_id = Some("i-foreign".into());

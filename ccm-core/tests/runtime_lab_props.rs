@@ -21,7 +21,7 @@ use ccm_core::runtime::{Runtime, RuntimeSettings};
 use ccm_core::session::{LabStep, LabletSession, SessionState, SESSION_TRANSITIONS};
 use ccm_core::store::artifact::sha256_hex;
 use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{ArtifactStore, LabCall, LabState, SpecStore, StateStore, WriteCondition};
+use ccm_core::store::{ArtifactStore, LabCall, LabState, SpecStore, WriteCondition};
 use ccm_core::timeslot::{Timeslot, Timestamp};
 use ccm_core::worker::WorkerState;
 use chrono::Duration;
@@ -112,15 +112,7 @@ impl LabWorld {
             Some(slot),
             self.w.clock_now(),
         );
-        self.w
-            .store
-            .put(
-                &self.w.keys.session(id),
-                serde_json::to_vec(&s).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
+        self.w.put_session(&s).await;
         s
     }
 

@@ -15,7 +15,6 @@ mod runtime_common;
 use ccm_core::events::{CcmEvent, EventData};
 use ccm_core::resources::Load;
 use ccm_core::session::{LabletSession, SessionState};
-use ccm_core::store::StateStore;
 use ccm_core::worker::WorkerState;
 use ccm_core::StateMachine;
 use chrono::Duration;
@@ -157,14 +156,7 @@ async fn day(bookings: Vec<Booking>, failures: Vec<(i64, usize)>) {
                 if now >= end {
                     s.transition(SessionState::Terminated, now, "lab ended")
                         .unwrap();
-                    w.store
-                        .put(
-                            &w.keys.session(&s.id),
-                            serde_json::to_vec(&s).unwrap(),
-                            None,
-                        )
-                        .await
-                        .unwrap();
+                    w.put_session(&s).await;
                 }
             }
         }

@@ -104,22 +104,47 @@ impl World {
         )
     }
 
-    /// A RUNNING personal-standard worker, stored.
-    pub async fn add_worker(&self, id: &str) -> Worker {
-        let t = &templates()[0];
-        let mut w = Worker::from_template(
+    /// A personal-standard worker record in us-east-1 in `state` (not stored).
+    pub fn worker_record(id: &str, state: WorkerState) -> Worker {
+        Worker::from_template(
             id,
-            t,
+            &templates()[0],
             "us-east-1",
-            WorkerState::Running,
+            state,
             "2.9.0".parse().unwrap(),
             "CML-2.9.0",
-        );
-        w.ready_at = Some(self.clock_now());
+        )
+    }
+
+    /// Stores `w` under its key as it is.
+    pub async fn put_worker(&self, w: &Worker) {
         self.store
-            .put(&self.keys.worker(id), serde_json::to_vec(&w).unwrap(), None)
+            .put(
+                &self.keys.worker(&w.id),
+                serde_json::to_vec(w).unwrap(),
+                None,
+            )
             .await
             .unwrap();
+    }
+
+    /// Stores `s` under its key as it is.
+    pub async fn put_session(&self, s: &LabletSession) {
+        self.store
+            .put(
+                &self.keys.session(&s.id),
+                serde_json::to_vec(s).unwrap(),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+
+    /// A RUNNING personal-standard worker, stored.
+    pub async fn add_worker(&self, id: &str) -> Worker {
+        let mut w = World::worker_record(id, WorkerState::Running);
+        w.ready_at = Some(self.clock_now());
+        self.put_worker(&w).await;
         w
     }
 
@@ -127,14 +152,7 @@ impl World {
     pub async fn add_session(&self, id: &str, start: Option<Timestamp>) -> LabletSession {
         let slot = start.map(|s| Timeslot::new(s, s + Duration::hours(2)).unwrap());
         let s = LabletSession::new(id, "def-ccna", "1.0.0", "owner", slot, self.clock_now());
-        self.store
-            .put(
-                &self.keys.session(id),
-                serde_json::to_vec(&s).unwrap(),
-                None,
-            )
-            .await
-            .unwrap();
+        self.put_session(&s).await;
         s
     }
 
