@@ -2,7 +2,8 @@
 //! standby takes over; corrupted, future-version and key/id-mismatched records of every kind
 //! are reported and left alone (never "gone"); a conflict on one session does not fail the
 //! batch; a store that refuses large transactions gets smaller ones; times and durations at
-//! the edge of chrono's range are refused on decode or saturate, never panic.
+//! the edge of chrono's range are refused on decode or saturate, never panic; a loop whose pass
+//! stalls past `max_pass_duration` gives its leadership up like a panicking one.
 
 mod runtime_common;
 
@@ -27,6 +28,7 @@ use std::sync::{Arc, Mutex};
 struct Faulty {
     inner: Arc<MemoryStateStore>,
     panic_on_list: AtomicBool,
+    hang_on_list: AtomicBool,
     bump_before_txn: Mutex<Option<String>>,
 }
 
@@ -35,6 +37,7 @@ impl Faulty {
         Arc::new(Faulty {
             inner,
             panic_on_list: AtomicBool::new(false),
+            hang_on_list: AtomicBool::new(false),
             bump_before_txn: Mutex::new(None),
         })
     }
@@ -48,6 +51,10 @@ impl StateStore for Faulty {
     async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
         if self.panic_on_list.load(Ordering::SeqCst) {
             panic!("injected: listing {prefix} panics");
+        }
+        if self.hang_on_list.load(Ordering::SeqCst) {
+            // A call that never answers (a peer that accepted the connection and went quiet).
+            futures::future::pending::<()>().await;
         }
         self.inner.list(prefix).await
     }
@@ -184,6 +191,55 @@ async fn a_panicking_loop_resigns_its_leadership_and_a_standby_takes_over() {
         Err(RuntimeError::LoopDied(m)) => assert!(m.contains("panicked"), "{m}"),
         other => panic!("expected LoopDied, got {other:?}"),
     }
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_stalled_loop_gives_its_leadership_up_after_the_pass_limit() {
+    let w = World::new().await;
+    w.add_worker("w1").await;
+    let faulty = Faulty::new(w.store.clone());
+    let settings = World::settings_keep_fleet("a");
+    let limit = settings.max_pass_duration;
+    let a_rt = runtime_on(&w, faulty.clone(), settings);
+    let a = a_rt.clone().spawn();
+    eventually("a leads", || async { a_rt.leadership().scheduler }).await;
+    let b = w.runtime(World::settings_keep_fleet("b")).spawn();
+    let b_rt = b.runtime().clone();
+    faulty.hang_on_list.store(true, Ordering::SeqCst);
+    w.add_session("s1", None).await; // the watch event starts a pass, which never returns
+    let stalled_at = w.clock_now();
+    // The campaign keeps the lease alive meanwhile: without the limit a would lead for ever.
+    while w.clock_now() < stalled_at + limit - Duration::seconds(30) {
+        w.clock.advance(Duration::seconds(5));
+        settle().await;
+    }
+    assert!(a_rt.failure().is_none(), "not yet past the limit");
+    assert!(
+        a_rt.leadership().scheduler,
+        "a still leads (and does nothing)"
+    );
+    assert_eq!(w.session("s1").await.state, SessionState::Pending);
+    let mut waited = 0;
+    while a_rt.failure().is_none() && waited < 120 {
+        w.clock.advance(Duration::seconds(1));
+        settle().await;
+        waited += 1;
+    }
+    let why = a_rt.failure().expect("the stalled loop ends the runtime");
+    assert!(why.contains("loop") && why.contains("returned"), "{why}");
+    assert!(!a_rt.leadership().scheduler && !a_rt.leadership().controller);
+    for _ in 0..60 {
+        if w.session("s1").await.state == SessionState::Scheduled {
+            break;
+        }
+        w.clock.advance(Duration::seconds(1));
+        settle().await;
+    }
+    assert!(b_rt.leadership().scheduler, "the standby took over");
+    assert_eq!(w.session("s1").await.state, SessionState::Scheduled);
+    faulty.hang_on_list.store(false, Ordering::SeqCst);
+    a.abort();
     b.shutdown().await;
 }
 

@@ -12,7 +12,9 @@
 //! 4. stops acting when the leadership term changes or a write is refused by the fence
 //!    ([`Reconciler::on_leadership_lost`], then back to 1), and returns on shutdown.
 //!
-//! A failed pass is logged (`"{name} pass failed"`) and retried on the next wake-up.
+//! A failed pass is logged (`"{name} pass failed"`) and retried on the next wake-up. A pass
+//! still running after `max_pass_duration` is stalled: the driver returns, which the runtime
+//! treats as a dead loop (it resigns every leadership and stops).
 
 use std::future::Future;
 
@@ -106,7 +108,19 @@ async fn lead_while_elected<R: Reconciler>(r: &R, shutdown: &mut watch::Receiver
             if leader.fence().as_ref() != Some(&fence) {
                 break 'leading;
             }
-            match r.pass(r.clock().now()).await {
+            let now = r.clock().now();
+            let deadline = crate::timeslot::saturating_add(now, r.ctx().settings.max_pass_duration);
+            let passed = tokio::select! {
+                res = r.pass(now) => Some(res),
+                _ = r.clock().sleep_until(deadline) => None,
+            };
+            let Some(passed) = passed else {
+                // A stalled pass: end the loop, so the runtime resigns every leadership and a
+                // standby takes over (see `Runtime::run`).
+                tracing::error!(loop_name = r.name(), limit = %r.ctx().settings.max_pass_duration, "{} pass stalled; the loop ends", r.name());
+                return;
+            };
+            match passed {
                 Ok(outcome) => {
                     if stream.is_none() && !prefixes.is_empty() {
                         if let Some(rev) = outcome.revision {
