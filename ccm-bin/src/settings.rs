@@ -328,6 +328,9 @@ pub struct Settings {
     pub backend: Backend,
     /// `CCM_CANDIDATE_ID`: this process's name in leader elections (default `ccm-<pid>`).
     pub candidate_id: String,
+    /// `CCM_MAX_PASS_MINUTES` (default 15): a pass of a loop (scheduler, controller, lab loop)
+    /// still running after this is stalled; the daemon then resigns every leadership and exits.
+    pub max_pass_minutes: u32,
     /// `CCM_API_TOKEN`: bearer token of the `/api/v1` endpoints (none: open, loopback only).
     pub api_token: Option<Secret>,
     /// `CCM_API_READS_OPEN`: API reads need no token even when one is set (default false).
@@ -387,6 +390,7 @@ const VARIABLES: &[&str] = &[
     "CCM_ETCD_PREFIX",
     "CCM_ETCD_ENDPOINTS",
     "CCM_CANDIDATE_ID",
+    "CCM_MAX_PASS_MINUTES",
     "CCM_API_TOKEN",
     "CCM_API_READS_OPEN",
     "CCM_PROVIDER",
@@ -835,6 +839,7 @@ impl Settings {
             candidate_id: r
                 .optional("CCM_CANDIDATE_ID")
                 .unwrap_or_else(|| format!("ccm-{}", std::process::id())),
+            max_pass_minutes: r.positive("CCM_MAX_PASS_MINUTES", 15)?,
             api_token: r.optional("CCM_API_TOKEN").map(Secret::new),
             api_reads_open: r.boolean("CCM_API_READS_OPEN", false)?,
         })
@@ -995,6 +1000,7 @@ mod tests {
             (0, 10, 24)
         );
         assert_eq!(s.controller.session_retention_hours, 24);
+        assert_eq!(s.max_pass_minutes, 15);
         assert_eq!(
             s.worker_templates_path,
             PathBuf::from("config/worker-templates.yaml")
@@ -1080,6 +1086,7 @@ mod tests {
             ("CONTROLLER_COOLDOWN_MINUTES", "0"),
             ("CONTROLLER_PLAN_HORIZON_HOURS", "48"),
             ("CONTROLLER_SESSION_RETENTION_HOURS", "0"),
+            ("CCM_MAX_PASS_MINUTES", "3"),
             ("MONGODB_URI", "mongodb://u:p@db:27017/"),
             ("CCM_HTTP_ADDR", "0.0.0.0:9090"),
             ("CCM_BACKEND", "etcd"),
@@ -1107,6 +1114,7 @@ mod tests {
             (0, 0, 48)
         );
         assert_eq!(s.controller.session_retention_hours, 0);
+        assert_eq!(s.max_pass_minutes, 3);
         assert_eq!(
             s.mongodb_uri.as_ref().map(SecretUri::expose),
             Some("mongodb://u:p@db:27017/")

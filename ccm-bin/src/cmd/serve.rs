@@ -60,6 +60,7 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         min_warm_workers: s.controller.min_warm_workers,
         cooldown: minutes(s.controller.cooldown_minutes),
         plan_horizon: hours(s.controller.plan_horizon_hours),
+        max_pass_duration: minutes(s.max_pass_minutes),
         session_retention: (s.controller.session_retention_hours > 0)
             .then(|| hours(s.controller.session_retention_hours)),
         instantiation_time: minutes(s.lablet.instantiation_minutes),
@@ -558,18 +559,27 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
         },
     )
     .await?;
-    let handle = runtime.clone().spawn();
+    let mut handle = runtime.clone().spawn();
     status.set_ready(true);
     // One line on stdout that scripts and tests can wait for.
     println!(
         "ccm serving on http://{addr} (candidate {}, state {backend_name}, specs {spec_name}, provider {provider_name}, labs {labs_name})",
         settings.candidate_id
     );
-    let signal = shutdown_signal().await;
-    tracing::info!(
-        signal,
-        "shutting down: stopping the loops and resigning leadership"
-    );
+    // A signal stops the daemon; so does a loop that died (panicked or stalled): its
+    // leadership is already resigned, and a daemon without its loops must not linger as if
+    // healthy — it exits non-zero so its supervisor starts a fresh one.
+    let outcome = tokio::select! {
+        signal = shutdown_signal() => Ok(signal),
+        why = handle.failed() => Err(why),
+    };
+    match &outcome {
+        Ok(signal) => tracing::info!(
+            signal,
+            "shutting down: stopping the loops and resigning leadership"
+        ),
+        Err(why) => tracing::error!(error = %why, "a loop died: stopping the daemon"),
+    }
     status.set_ready(false);
     handle.shutdown().await;
     let _ = stop_http.send(());
@@ -578,6 +588,11 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "HTTP server ended with an error"),
         Err(e) => tracing::warn!(error = %e, "HTTP server task failed"),
     }
-    println!("ccm stopped ({signal}); leadership resigned");
-    Ok(())
+    match outcome {
+        Ok(signal) => {
+            println!("ccm stopped ({signal}); leadership resigned");
+            Ok(())
+        }
+        Err(why) => anyhow::bail!("a loop died ({why}); leadership resigned"),
+    }
 }

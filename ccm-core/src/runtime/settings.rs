@@ -42,10 +42,10 @@ pub struct RuntimeSettings {
     pub default_region: Option<String>,
     /// Most bindings retried after a conflict within one reconcile.
     pub max_conflict_retries: u32,
-    /// The longest one pass of a loop may take (5 min). A pass still running after this is
-    /// stalled (a call that never answers): the loop ends, and the runtime resigns every
-    /// leadership and stops, as when a loop panics — never a leader that renews its lease and
-    /// does nothing.
+    /// `CCM_MAX_PASS_MINUTES` (15 min): the longest one pass of a loop may take. A pass still
+    /// running after this is stalled (a call that never answers): the loop ends, and the
+    /// runtime resigns every leadership and stops, as when a loop panics — never a leader that
+    /// renews its lease and does nothing.
     pub max_pass_duration: chrono::Duration,
     /// Largest transaction the loops build (etcd's default limit is 128 operations).
     pub max_txn_ops: usize,
@@ -163,7 +163,7 @@ impl Default for RuntimeSettings {
             scale_down_grace: chrono::Duration::minutes(30),
             default_region: None,
             max_conflict_retries: 5,
-            max_pass_duration: chrono::Duration::minutes(5),
+            max_pass_duration: chrono::Duration::minutes(15),
             max_txn_ops: 128,
             scoring: crate::placement::Scoring::default(),
             scaling: ScalingMode::Planner,
