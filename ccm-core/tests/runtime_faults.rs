@@ -126,6 +126,19 @@ async fn edit_json(w: &World, key: &str, edit: impl FnOnce(&mut serde_json::Valu
     put_raw(w, key, &serde_json::to_vec(&v).unwrap()).await;
 }
 
+/// The failure `rt` reports once a loop died, advancing the virtual clock a second at a time
+/// for up to `secs` seconds.
+async fn failure_within(w: &World, rt: &Runtime, secs: u32) -> Option<String> {
+    for _ in 0..secs {
+        if rt.failure().is_some() {
+            break;
+        }
+        w.clock.advance(Duration::seconds(1));
+        settle().await;
+    }
+    rt.failure()
+}
+
 #[tokio::test]
 async fn a_panicking_loop_resigns_its_leadership_and_a_standby_takes_over() {
     let w = World::new().await;
@@ -145,13 +158,9 @@ async fn a_panicking_loop_resigns_its_leadership_and_a_standby_takes_over() {
 
     faulty.panic_on_list.store(true, Ordering::SeqCst);
     w.add_session("s1", None).await; // the watch event starts a pass, which panics
-    let mut waited = 0;
-    while a_rt.failure().is_none() && waited < 40 {
-        w.clock.advance(Duration::seconds(1));
-        settle().await;
-        waited += 1;
-    }
-    let why = a_rt.failure().expect("the runtime notices the dead loop");
+    let why = failure_within(&w, &a_rt, 40)
+        .await
+        .expect("the runtime notices the dead loop");
     assert!(why.contains("loop") && why.contains("injected"), "{why}");
     let l = a_rt.leadership();
     assert!(!l.scheduler && !l.controller, "a gave up both: {l:?}");
@@ -220,13 +229,9 @@ async fn a_stalled_loop_gives_its_leadership_up_after_the_pass_limit() {
         "a still leads (and does nothing)"
     );
     assert_eq!(w.session("s1").await.state, SessionState::Pending);
-    let mut waited = 0;
-    while a_rt.failure().is_none() && waited < 120 {
-        w.clock.advance(Duration::seconds(1));
-        settle().await;
-        waited += 1;
-    }
-    let why = a_rt.failure().expect("the stalled loop ends the runtime");
+    let why = failure_within(&w, &a_rt, 120)
+        .await
+        .expect("the stalled loop ends the runtime");
     assert!(why.contains("loop") && why.contains("returned"), "{why}");
     assert!(!a_rt.leadership().scheduler && !a_rt.leadership().controller);
     for _ in 0..60 {
