@@ -8,6 +8,7 @@
 //! over — it never has to wait for the keep-alive to fail.
 
 use super::metrics::Metrics;
+use super::RuntimeError;
 use crate::store::{Clock, Fence, LeaderElector, Leadership};
 use crate::timeslot::Timestamp;
 use std::sync::Arc;
@@ -93,6 +94,28 @@ impl LeaderHandle {
     /// outside the store — a cloud or CML call — that no fenced write can guard).
     pub fn holds(&self, fence: &Fence) -> bool {
         self.fence().as_ref() == Some(fence)
+    }
+
+    /// The fence to write with, or [`RuntimeError::NotLeader`] (not leading, or past the
+    /// local deadline).
+    pub(crate) fn require(&self) -> Result<Fence, RuntimeError> {
+        self.fence().ok_or_else(|| self.not_leader())
+    }
+
+    /// `Ok` while `fence` is still this process's valid fence, else
+    /// [`RuntimeError::NotLeader`] (see [`LeaderHandle::holds`]).
+    pub(crate) fn require_holds(&self, fence: &Fence) -> Result<(), RuntimeError> {
+        if self.holds(fence) {
+            Ok(())
+        } else {
+            Err(self.not_leader())
+        }
+    }
+
+    fn not_leader(&self) -> RuntimeError {
+        RuntimeError::NotLeader {
+            election: self.election.clone(),
+        }
     }
 
     /// Notified on every change (also on every successful keep-alive, which moves the

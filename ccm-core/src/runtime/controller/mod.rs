@@ -152,27 +152,9 @@ impl Controller {
         &self.leader
     }
 
-    fn fence(&self) -> Result<Fence, RuntimeError> {
-        self.leader.fence().ok_or_else(|| RuntimeError::NotLeader {
-            election: self.leader.election().to_string(),
-        })
-    }
-
-    /// Right before a provider call (which no fenced write can guard): this process must still
-    /// hold `fence`, within its local lease deadline.
-    fn still_leading(&self, fence: &Fence) -> Result<(), RuntimeError> {
-        if self.leader.holds(fence) {
-            Ok(())
-        } else {
-            Err(RuntimeError::NotLeader {
-                election: self.leader.election().to_string(),
-            })
-        }
-    }
-
     /// One pass at `now`: provider events, lost workers, scaling.
     pub async fn reconcile_once(&self, now: Timestamp) -> Result<ControllerReport, RuntimeError> {
-        let fence = self.fence()?;
+        let fence = self.leader.require()?;
         let started = std::time::Instant::now();
         let r = match self.pass(&fence, now).await {
             Ok(report) => super::archive::sweep(&self.ctx, &fence, now)
@@ -350,23 +332,23 @@ impl Controller {
             .ordered_at
             .is_none_or(|t| now - t >= chrono::Duration::minutes(ORDER_AGAIN_MINUTES));
         let order = match (w.state, cloud) {
-            (W::Starting, W::Stopped) => "start",
-            (W::Stopping, W::Running) => "stop",
-            (W::Terminating, W::Pending | W::Running | W::Stopping | W::Stopped) => "terminate",
+            (W::Starting, W::Stopped) => W::Starting,
+            (W::Stopping, W::Running) => W::Stopping,
+            (W::Terminating, W::Pending | W::Running | W::Stopping | W::Stopped) => W::Terminating,
             _ => return Ok(false),
         };
         if !overdue {
             return Ok(true);
         }
-        self.still_leading(fence)?;
-        tracing::warn!(worker = %w.id, state = %w.state, cloud = %cloud, order, "the cloud did not carry out the recorded order; ordered again");
+        self.leader.require_holds(fence)?;
+        tracing::warn!(worker = %w.id, state = %w.state, cloud = %cloud, "the cloud did not carry out the recorded order; ordered again");
         let r = match order {
-            "start" => self.provider.start(&w.id).await,
-            "stop" => self.provider.stop(&w.id).await,
+            W::Starting => self.provider.start(&w.id).await,
+            W::Stopping => self.provider.stop(&w.id).await,
             _ => self.provider.terminate(&w.id).await,
         };
         if let Err(e) = r {
-            tracing::warn!(worker = %w.id, order, error = %e, "ordering again failed; retried at the next resync");
+            tracing::warn!(worker = %w.id, order = %order, error = %e, "ordering again failed; retried at the next resync");
         }
         self.ctx.metrics.reordered();
         self.update_worker(fence, &w.id, |w| {
@@ -880,7 +862,7 @@ impl Controller {
                 {
                     return Ok(false);
                 }
-                self.still_leading(fence)?;
+                self.leader.require_holds(fence)?;
                 self.provider.start(worker_id).await?;
                 Ok(true)
             }
@@ -929,7 +911,7 @@ impl Controller {
                 {
                     return Ok(false);
                 }
-                self.still_leading(fence)?;
+                self.leader.require_holds(fence)?;
                 self.provider.stop(worker_id).await?;
                 ctx.metrics.stopped();
                 Ok(true)
@@ -941,7 +923,7 @@ impl Controller {
                 {
                     return Ok(false);
                 }
-                self.still_leading(fence)?;
+                self.leader.require_holds(fence)?;
                 match self.provider.terminate(worker_id).await {
                     Ok(()) => Ok(true),
                     Err(ProviderError::NotFound(_)) => {

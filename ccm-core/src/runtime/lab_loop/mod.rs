@@ -302,12 +302,10 @@ impl LabLoop {
     /// One pass at `now` (see the module docs). Fails with [`RuntimeError::NotLeader`]
     /// without writing when this process does not lead (running imports are then abandoned).
     pub async fn reconcile_once(&self, now: Timestamp) -> Result<LabReport, RuntimeError> {
-        let Some(fence) = self.leader.fence() else {
-            self.in_flight().abort_all();
-            return Err(RuntimeError::NotLeader {
-                election: self.leader.election().to_string(),
-            });
-        };
+        let fence = self
+            .leader
+            .require()
+            .inspect_err(|_| self.in_flight().abort_all())?;
         let started = std::time::Instant::now();
         {
             let mut g = self.in_flight();
@@ -519,13 +517,9 @@ impl LabLoop {
         let sh = &self.shared;
         let ctx = &sh.ctx;
         let settings = &ctx.settings;
-        if !matches!(action, LabAction::Nothing | LabAction::Wait { .. })
-            && !self.leader.holds(fence)
-        {
+        if !matches!(action, LabAction::Nothing | LabAction::Wait { .. }) {
             // Past the local lease deadline (or deposed): no CML call, no write.
-            return Err(RuntimeError::NotLeader {
-                election: self.leader.election().to_string(),
-            });
+            self.leader.require_holds(fence)?;
         }
         let Entry { session: s, rev } = e;
         let mut next = s.clone();

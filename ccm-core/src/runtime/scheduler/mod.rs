@@ -91,9 +91,7 @@ impl Scheduler {
     /// Fails with [`RuntimeError::NotLeader`] without writing when this process does not lead,
     /// or when the fence refused a write (leadership is then forgotten at once).
     pub async fn reconcile_once(&self, now: Timestamp) -> Result<SchedulerReport, RuntimeError> {
-        let fence = self.leader.fence().ok_or_else(|| RuntimeError::NotLeader {
-            election: self.leader.election().to_string(),
-        })?;
+        let fence = self.leader.require()?;
         let started = std::time::Instant::now();
         let mut report = SchedulerReport::default();
         let mut attempt = 0;
