@@ -1,4 +1,4 @@
-//! Improvement after the greedy packing: local moves that lower the billed cost.
+//! Phase 4, improvement after the greedy placement: local moves that lower the billed cost.
 //!
 //! The greedy pass places sessions one by one in slot order and never looks back; it leaves
 //! workers that run long for one late session, and half-empty workers that others could absorb.
@@ -17,7 +17,8 @@
 //! The work is capped by a fixed number of evaluations, so the phase stays deterministic and
 //! its cost bounded on large inputs.
 
-use super::{Ctx, Ss};
+use super::model::{Packing, SessionSpan};
+use crate::planner::profile::Busy;
 
 /// Work units the phase may spend: a worker cost computation costs one unit per session on the
 /// worker (plus one), a capacity check four.
@@ -37,15 +38,16 @@ struct State {
 }
 
 /// Billed seconds of worker `w` if its sessions were `sessions` (in any order), as
-/// `build_plan` bills it: runs split at gaps longer than `keep`, each launched `lead` before
-/// its first span (not before `not_before`; at `now` for a worker up now).
-fn billed_secs(ctx: &Ctx<'_>, sess: &[Ss<'_>], w: usize, sessions: &[usize]) -> i64 {
+/// [`emit`](super::emit) bills it: runs split at gaps longer than `keep_idle_secs`, each
+/// launched `lead_secs` before its first span (not before `launch_not_before`; at `now` for a
+/// worker up now).
+fn billed_secs(ctx: &Packing<'_>, sess: &[SessionSpan<'_>], w: usize, sessions: &[usize]) -> i64 {
     let pw = &ctx.workers[w];
     let mut spans: Vec<(i64, i64)> = Vec::with_capacity(sessions.len() + 1);
-    if pw.on_now {
-        spans.push((ctx.now, pw.earliest));
+    if pw.up_now {
+        spans.push((ctx.now, pw.ready_at));
     }
-    spans.extend(sessions.iter().map(|&si| (sess[si].a, sess[si].b)));
+    spans.extend(sessions.iter().map(|&si| (sess[si].start, sess[si].end)));
     if spans.is_empty() {
         return 0;
     }
@@ -55,15 +57,15 @@ fn billed_secs(ctx: &Ctx<'_>, sess: &[Ss<'_>], w: usize, sessions: &[usize]) -> 
     let mut first = true;
     let (mut ga, mut gb) = spans[0];
     let mut close = |ga: i64, gb: i64, first: bool| {
-        let launch = if first && pw.on_now {
+        let launch = if first && pw.up_now {
             ctx.now
         } else {
-            (ga - pw.lead).max(pw.not_before)
+            (ga - pw.lead_secs).max(pw.launch_not_before)
         };
         total += gb - launch;
     };
     for &(a, b) in &spans[1..] {
-        if a - gb <= pw.keep {
+        if a - gb <= pw.keep_idle_secs {
             gb = gb.max(b);
         } else {
             close(ga, gb, first);
@@ -76,9 +78,15 @@ fn billed_secs(ctx: &Ctx<'_>, sess: &[Ss<'_>], w: usize, sessions: &[usize]) -> 
     total
 }
 
-fn cost_of(ctx: &Ctx<'_>, sess: &[Ss<'_>], st: &mut State, w: usize, sessions: &[usize]) -> f64 {
+fn cost_of(
+    ctx: &Packing<'_>,
+    sess: &[SessionSpan<'_>],
+    st: &mut State,
+    w: usize,
+    sessions: &[usize],
+) -> f64 {
     st.budget = st.budget.saturating_sub(sessions.len() + 1);
-    billed_secs(ctx, sess, w, sessions) as f64 * ctx.workers[w].price
+    billed_secs(ctx, sess, w, sessions) as f64 * ctx.workers[w].price_per_hour
 }
 
 fn without(list: &[usize], si: usize) -> Vec<usize> {
@@ -91,39 +99,39 @@ fn with(list: &[usize], si: usize) -> Vec<usize> {
     v
 }
 
-fn detach(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], w: usize, si: usize) {
+fn detach(ctx: &mut Packing<'_>, sess: &mut [SessionSpan<'_>], w: usize, si: usize) {
     let s = &sess[si];
     let pw = &mut ctx.workers[w];
-    pw.prof.remove(&s.need, s.a, s.b);
+    pw.load.remove(&s.need, s.start, s.end);
     pw.sessions.retain(|&x| x != si);
     rebuild_busy(ctx, sess, w);
     sess[si].worker = None;
 }
 
-fn attach(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], w: usize, si: usize) {
+fn attach(ctx: &mut Packing<'_>, sess: &mut [SessionSpan<'_>], w: usize, si: usize) {
     let s = &sess[si];
     let pw = &mut ctx.workers[w];
-    pw.prof.add(&s.need, s.a, s.b);
-    pw.busy.insert(s.a, s.b);
+    pw.load.add(&s.need, s.start, s.end);
+    pw.busy.insert(s.start, s.end);
     pw.sessions.push(si);
     sess[si].worker = Some(w);
 }
 
-fn rebuild_busy(ctx: &mut Ctx<'_>, sess: &[Ss<'_>], w: usize) {
+fn rebuild_busy(ctx: &mut Packing<'_>, sess: &[SessionSpan<'_>], w: usize) {
     let now = ctx.now;
     let pw = &mut ctx.workers[w];
-    let mut busy = super::Busy::default();
-    if pw.on_now {
-        busy.insert(now, pw.earliest);
+    let mut busy = Busy::default();
+    if pw.up_now {
+        busy.insert(now, pw.ready_at);
     }
     for &si in &pw.sessions {
-        busy.insert(sess[si].a, sess[si].b);
+        busy.insert(sess[si].start, sess[si].end);
     }
     pw.busy = busy;
 }
 
 /// Runs the phase; `movable[si]` marks the sessions it may move.
-pub(super) fn improve(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool]) {
+pub(super) fn improve(ctx: &mut Packing<'_>, sess: &mut [SessionSpan<'_>], movable: &[bool]) {
     let n = ctx.workers.len();
     let open: Vec<bool> = ctx
         .workers
@@ -151,23 +159,23 @@ pub(super) fn improve(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool]) 
 }
 
 /// Sessions on worker `w` sorted by (start, index).
-fn sessions_of(ctx: &Ctx<'_>, sess: &[Ss<'_>], w: usize) -> Vec<usize> {
+fn sessions_of(ctx: &Packing<'_>, sess: &[SessionSpan<'_>], w: usize) -> Vec<usize> {
     let mut v = ctx.workers[w].sessions.clone();
-    v.sort_by_key(|&si| (sess[si].a, si));
+    v.sort_by_key(|&si| (sess[si].start, si));
     v
 }
 
 /// Cheapest other open worker that can take `si` now: (worker, added cost).
 fn best_target(
-    ctx: &mut Ctx<'_>,
-    sess: &[Ss<'_>],
+    ctx: &mut Packing<'_>,
+    sess: &[SessionSpan<'_>],
     st: &mut State,
     si: usize,
     skip: usize,
 ) -> Option<(usize, f64)> {
     let mut best: Option<(usize, f64)> = None;
     for w in 0..ctx.workers.len() {
-        let idle = ctx.workers[w].sessions.is_empty() && !ctx.workers[w].on_now;
+        let idle = ctx.workers[w].sessions.is_empty() && !ctx.workers[w].up_now;
         if w == skip || !st.open[w] || idle {
             continue;
         }
@@ -191,7 +199,12 @@ fn best_target(
 }
 
 /// Empties workers, least billed first, when the others absorb their sessions for less.
-fn consolidate(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool], st: &mut State) {
+fn consolidate(
+    ctx: &mut Packing<'_>,
+    sess: &mut [SessionSpan<'_>],
+    movable: &[bool],
+    st: &mut State,
+) {
     let mut order: Vec<usize> = (0..ctx.workers.len())
         .filter(|&w| st.open[w] && !ctx.workers[w].sessions.is_empty())
         .collect();
@@ -207,7 +220,7 @@ fn consolidate(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool], st: &mu
             continue;
         }
         // Larger sessions first, then by start.
-        list.sort_by_key(|&si| (std::cmp::Reverse(sess[si].need[0]), sess[si].a, si));
+        list.sort_by_key(|&si| (std::cmp::Reverse(sess[si].need[0]), sess[si].start, si));
         st.open[w] = false;
         let empty = cost_of(ctx, sess, st, w, &[]);
         let saved = st.cost[w] - empty;
@@ -246,12 +259,17 @@ fn consolidate(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool], st: &mu
 }
 
 /// Moves single sessions where that lowers the total; true when any moved.
-fn moves(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool], st: &mut State) -> bool {
+fn moves(
+    ctx: &mut Packing<'_>,
+    sess: &mut [SessionSpan<'_>],
+    movable: &[bool],
+    st: &mut State,
+) -> bool {
     let mut any = false;
     let mut order: Vec<usize> = (0..sess.len())
         .filter(|&si| movable[si] && sess[si].worker.is_some())
         .collect();
-    order.sort_by_key(|&si| (sess[si].a, si));
+    order.sort_by_key(|&si| (sess[si].start, si));
     for si in order {
         if st.budget == 0 {
             break;
@@ -281,35 +299,46 @@ fn moves(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool], st: &mut Stat
 }
 
 /// Whether `si` fits on `w` once `out` is taken off it.
-fn fits_instead(ctx: &mut Ctx<'_>, sess: &[Ss<'_>], w: usize, out: usize, si: usize) -> bool {
+fn fits_instead(
+    ctx: &mut Packing<'_>,
+    sess: &[SessionSpan<'_>],
+    w: usize,
+    out: usize,
+    si: usize,
+) -> bool {
     let o = &sess[out];
-    ctx.workers[w].prof.remove(&o.need, o.a, o.b);
+    ctx.workers[w].load.remove(&o.need, o.start, o.end);
     let ok = ctx.can_take(w, &sess[si]).is_some();
-    ctx.workers[w].prof.add(&o.need, o.a, o.b);
+    ctx.workers[w].load.add(&o.need, o.start, o.end);
     ok
 }
 
 /// Swaps pairs of overlapping sessions between workers; true when any swapped.
-fn swaps(ctx: &mut Ctx<'_>, sess: &mut [Ss<'_>], movable: &[bool], st: &mut State) -> bool {
+fn swaps(
+    ctx: &mut Packing<'_>,
+    sess: &mut [SessionSpan<'_>],
+    movable: &[bool],
+    st: &mut State,
+) -> bool {
     let mut any = false;
     let mut order: Vec<usize> = (0..sess.len())
         .filter(|&si| movable[si] && sess[si].worker.is_some_and(|w| st.open[w]))
         .collect();
-    order.sort_by_key(|&si| (sess[si].a, si));
+    order.sort_by_key(|&si| (sess[si].start, si));
     for x in 0..order.len() {
         let s1 = order[x];
         for &s2 in &order[x + 1..] {
             if st.budget == 0 {
                 return any;
             }
-            if sess[s2].a >= sess[s1].b {
+            if sess[s2].start >= sess[s1].end {
                 break; // sorted by start: no later one overlaps s1
             }
             let (Some(w1), Some(w2)) = (sess[s1].worker, sess[s2].worker) else {
                 continue;
             };
             // Only a swap of sessions that end apart can change when a worker stops.
-            if w1 == w2 || sess[s1].b == sess[s2].b {
+            if w1 == w2 || sess[s1].end == sess[s2].end {
                 continue;
             }
             let l1 = with(&without(&ctx.workers[w1].sessions, s1), s2);
