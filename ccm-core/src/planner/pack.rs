@@ -11,6 +11,8 @@
 //! 5. [`warm`] — the warm minimum;
 //! 6. [`explain`] — why each session left unserved cannot be served;
 //! 7. [`emit`] — runs, actions, assignments, cost and lower bound.
+//!
+//! In debug builds [`check`] verifies the post-conditions of the phases.
 
 use super::plan::{Plan, PlanInput};
 use super::policy::Policy;
@@ -19,6 +21,7 @@ use crate::placement::filter::Requirements;
 use crate::template::WorkerTemplate;
 use crate::timeslot::Timestamp;
 
+mod check;
 mod emit;
 mod explain;
 mod improve;
@@ -58,12 +61,24 @@ pub(crate) fn run(
 ) -> Plan {
     let mut packing = model::Packing::new(secs(input.now), policy, &input.templates);
     let mut lowered = lower::lower(&mut packing, input);
+    if cfg!(debug_assertions) {
+        check::lowered(&packing, &lowered);
+    }
     let prior = reuse::prior_by_session(&input.previous);
     let rest = reuse::reuse(&mut packing, &mut lowered, &prior);
     let sessions = &mut lowered.sessions;
     let placed = place::place(&mut packing, sessions, &rest, progress);
+    if cfg!(debug_assertions) {
+        check::packed(&packing, sessions, &placed.unserved);
+    }
     improve::improve(&mut packing, sessions, &placed.movable);
+    if cfg!(debug_assertions) {
+        check::packed(&packing, sessions, &placed.unserved);
+    }
     warm::warm_minimum(&mut packing);
+    if cfg!(debug_assertions) {
+        check::warm(&packing);
+    }
     let unserved = explain::explain_all(&mut packing, sessions, &placed.unserved);
     let outcome = emit::Outcome {
         existing_workers: lowered.existing_workers,
@@ -71,5 +86,9 @@ pub(crate) fn run(
         beyond_horizon: lowered.beyond_horizon,
         prior: &prior,
     };
-    emit::emit(&mut packing, sessions, outcome)
+    let plan = emit::emit(&mut packing, sessions, outcome);
+    if cfg!(debug_assertions) {
+        check::emitted(&packing, sessions, &plan);
+    }
+    plan
 }
