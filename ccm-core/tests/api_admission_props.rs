@@ -3,7 +3,7 @@
 //! booking) admits too, and what the fast path admits never over-commits a worker at any
 //! instant — checked by summing the loads afresh, not with the planner's profile code.
 
-use ccm_core::api::admission::{need_of, AdmissionPlan};
+use ccm_core::api::admission::{need_of, AdmissionPlan, Carried};
 use ccm_core::api::decide::{admit_planned, plan_now};
 use ccm_core::api::{Admission, Placement};
 use ccm_core::definition::LabletDefinition;
@@ -323,6 +323,71 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// A refresh: bookings fitted into the kept plan (and committed) while a newer plan was
+    /// made from a state without them are carried into it; what the newer plan then holds —
+    /// its own assignments plus the carried ones — never over-commits a worker, and every
+    /// carried booking is held once.
+    #[test]
+    fn bookings_carried_into_a_newer_plan_never_over_commit(w in world()) {
+        let settings = RuntimeSettings::default();
+        let now = t0();
+        let defs = definitions(&w);
+        let tpls = templates(&w);
+        let workers = fleet(&w);
+        let booked: Vec<LabletSession> = w
+            .booked
+            .iter()
+            .enumerate()
+            .map(|(i, b)| session(format!("b{i:02}"), b))
+            .collect();
+        let snap = StateSnapshot::from_values(1, booked, workers.clone(), defs.clone());
+        let (plan, input) = plan_now(&snap, &tpls, now, &settings);
+        let mut kept = AdmissionPlan::new(&plan, &input, &snap);
+        let mut carried = Vec::new();
+        for (i, b) in w.candidates.iter().enumerate() {
+            let c = session(format!("c{i:02}"), b);
+            let def = &defs[b.def];
+            if let Some(fit) = kept.fit(&c, def, now, &settings) {
+                kept.take(&fit);
+                carried.push(Carried {
+                    host: kept.hosts()[fit.host].id().to_string(),
+                    session: c,
+                    def: def.clone(),
+                    now,
+                });
+            }
+        }
+        // The newer plan: the same state a moment later, keeping the kept plan's placements.
+        let later = now + Duration::milliseconds(500);
+        let (newer, newer_input) =
+            ccm_core::api::decide::plan_keeping(&snap, &tpls, later, &settings, kept.prior());
+        let mut fresh = AdmissionPlan::new(&newer, &newer_input, &snap);
+        if let Some(fits) = fresh.carry(&carried, &settings) {
+            prop_assert_eq!(fits.len(), carried.len());
+            let mut held = held_by(&newer, &newer_input);
+            for (f, c) in fits.iter().zip(&carried) {
+                prop_assert_eq!(&f.session_id, &c.session.id);
+                held.push((fresh.hosts()[f.host].id().to_string(), f.from, f.until, f.need));
+            }
+            let caps: BTreeMap<String, [u32; 5]> = fresh
+                .hosts()
+                .iter()
+                .map(|h| (h.id().to_string(), h.capacity()))
+                .collect();
+            assert_within_capacity(&held, &caps);
+            let ids: std::collections::BTreeSet<&str> =
+                fresh.prior().iter().map(|p| p.session_id.as_str()).collect();
+            prop_assert_eq!(ids.len(), fresh.prior().len(), "a session held twice");
+            for c in &carried {
+                prop_assert!(ids.contains(c.session.id.as_str()));
+            }
+        }
+    }
+}
+
 /// The random worlds do reach the fast path (the property above is not vacuous): one running
 /// worker with room for many small labs takes a row of them without re-planning.
 #[test]
@@ -365,6 +430,37 @@ fn a_booking_that_fits_the_kept_plan_is_fitted_there() {
     }
     let c = session("c11".into(), &w.booked[0]);
     assert!(kept.fit(&c, &defs[0], now, &settings).is_none());
+    // Carried into a newer plan of the state without them (a refresh), the eleven fit again,
+    // on the worker they went to, and the twelfth still does not.
+    let carried: Vec<Carried> = (0..11)
+        .map(|i| Carried {
+            session: session(format!("c{i}"), &w.booked[0]),
+            def: defs[0].clone(),
+            host: kept.hosts()[0].id().to_string(),
+            now,
+        })
+        .collect();
+    let (newer, newer_input) = plan_now(&snap, &tpls, now + Duration::seconds(1), &settings);
+    let mut fresh = AdmissionPlan::new(&newer, &newer_input, &snap);
+    let fits = fresh
+        .carry(&carried, &settings)
+        .expect("all eleven carried");
+    assert!(fits.iter().all(|f| f.host == 0));
+    assert!(fresh
+        .fit(&c, &defs[0], now + Duration::seconds(1), &settings)
+        .is_none());
+    let mut fresh = AdmissionPlan::new(&newer, &newer_input, &snap);
+    let mut twelve = carried.clone();
+    twelve.push(Carried {
+        session: c.clone(),
+        def: defs[0].clone(),
+        host: "w0".into(),
+        now,
+    });
+    assert!(
+        fresh.carry(&twelve, &settings).is_none(),
+        "a twelfth carried"
+    );
     // And a plan older than its shelf life takes nothing.
     let c = session(
         "old".into(),

@@ -314,3 +314,59 @@ async fn concurrent_bookings_spread_over_the_day_mostly_take_the_fast_path() {
     assert_eq!(c.fast + c.full, 300);
     assert!(c.fast > c.full, "{c:?}");
 }
+
+/// A refresh (`Lablets::warm`, what `ccm serve` runs at start-up and a booking starts in the
+/// background once the kept plan is a second old) plans without holding bookings up: the
+/// bookings the fast path commits while it plans are carried into the new plan, which keeps
+/// the fast path open past the old plan's shelf life and still refuses the booking that does
+/// not fit.
+#[tokio::test]
+async fn a_refresh_carries_over_what_was_booked_while_it_planned() {
+    let w = world(1).await;
+    // No plan is kept yet: the refresh makes one, and the first booking fits it.
+    assert!(w.api().warm().await.unwrap());
+    w.api()
+        .book(w.booking(0, Duration::hours(2)))
+        .await
+        .unwrap();
+    assert_eq!(w.api().admission_counts().fast, 1);
+    // Three quarters of the shelf life later: a refresh plans while two bookings are
+    // committed by the fast path into the plan that is still kept.
+    let half = Duration::milliseconds(ccm_core::api::admission::MAX_AGE_SECS * 750);
+    w.clock.advance(half);
+    let bookings = async {
+        let mut out = Vec::new();
+        for i in 1..3 {
+            out.push(w.api().book(w.booking(i, Duration::hours(2))).await);
+        }
+        out
+    };
+    let (kept, out) = tokio::join!(w.api().warm(), bookings);
+    assert!(out.iter().all(Result::is_ok), "{out:?}");
+    assert!(kept.unwrap(), "the refresh was dropped");
+    let c = w.api().admission_counts();
+    assert_eq!((c.fast, c.full), (3, 0), "{c:?}");
+    // The old plan would have expired by now; the refreshed one takes three more (six of 8
+    // cores on the 48-core worker), then refuses the seventh by the full re-plan.
+    w.clock.advance(half);
+    for i in 3..6 {
+        w.api()
+            .book(w.booking(i, Duration::hours(2)))
+            .await
+            .unwrap();
+    }
+    let c = w.api().admission_counts();
+    assert_eq!((c.fast, c.full), (6, 0), "{c:?}");
+    let e = w
+        .api()
+        .book(w.booking(6, Duration::hours(2)))
+        .await
+        .unwrap_err();
+    assert!(matches!(e, ApiError::Rejected(_)), "{e:?}");
+    let page = w
+        .api()
+        .list(&ccm_core::api::SessionQuery::default())
+        .await
+        .unwrap();
+    assert_eq!(page.total, 6);
+}

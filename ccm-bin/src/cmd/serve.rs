@@ -560,6 +560,17 @@ async fn serve(settings: Settings, backend: Backend) -> anyhow::Result<()> {
     )
     .await?;
     let mut handle = runtime.clone().spawn();
+    // The first bookings find an admission plan ready (the fast path) instead of each
+    // planning the whole horizon; bookings keep it fresh from then on.
+    let lablets = runtime.lablets().clone();
+    tokio::spawn(async move {
+        match lablets.warm().await {
+            Ok(kept) => tracing::debug!(kept, "admission plan made"),
+            Err(e) => {
+                tracing::warn!(error = %e, "no admission plan at start-up; the first booking makes one")
+            }
+        }
+    });
     status.set_ready(true);
     // One line on stdout that scripts and tests can wait for.
     println!(

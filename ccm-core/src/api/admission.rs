@@ -167,6 +167,20 @@ pub struct Fit {
     pub need: Dims,
 }
 
+/// A booking fitted into an [`AdmissionPlan`] and committed, to be carried into a newer plan
+/// ([`AdmissionPlan::carry`]).
+#[derive(Debug, Clone)]
+pub struct Carried {
+    /// The session as committed (PENDING).
+    pub session: LabletSession,
+    /// Its definition.
+    pub def: LabletDefinition,
+    /// The worker (or planned launch) it was fitted to.
+    pub host: String,
+    /// When it was fitted.
+    pub now: Timestamp,
+}
+
 /// The last admission plan with the free capacity over time of its workers (see the module
 /// docs). Pure data: made from a plan and its snapshot, no I/O.
 #[derive(Debug, Clone)]
@@ -305,6 +319,19 @@ impl AdmissionPlan {
         now: Timestamp,
         settings: &RuntimeSettings,
     ) -> Option<Fit> {
+        self.fit_preferring(candidate, def, now, settings, None)
+    }
+
+    /// As [`fit`](Self::fit), trying the worker with id `prefer` first (a booking fitted into
+    /// an older plan, carried over into a newer one where it can stay).
+    pub fn fit_preferring(
+        &self,
+        candidate: &LabletSession,
+        def: &LabletDefinition,
+        now: Timestamp,
+        settings: &RuntimeSettings,
+        prefer: Option<&str>,
+    ) -> Option<Fit> {
         let t = candidate.timeslot?;
         if candidate.state != SessionState::Pending || candidate.definition_id != def.id {
             return None;
@@ -324,7 +351,14 @@ impl AdmissionPlan {
             .or(settings.default_region.as_deref());
         let req = Requirements::of(def, region);
         let need = need_of(&req);
-        for (i, h) in self.hosts.iter().enumerate() {
+        let first = prefer.and_then(|id| self.hosts.iter().position(|h| h.id == id));
+        let order = first
+            .into_iter()
+            .chain((0..self.hosts.len()).filter(|&i| Some(i) != first));
+        for i in order {
+            let Some(h) = self.hosts.get(i) else {
+                continue;
+            };
             if !h.admits(&req) {
                 continue;
             }
@@ -374,6 +408,25 @@ impl AdmissionPlan {
             });
         }
         None
+    }
+
+    /// Carries bookings fitted into an older plan (and committed) into this one, made from a
+    /// state that does not hold them yet: each goes to the worker it went to where it still
+    /// fits there, else wherever [`fit`](Self::fit) puts it; returns what each takes. `None`:
+    /// one fits nowhere, and this plan must not take bookings.
+    pub fn carry<'a>(
+        &mut self,
+        bookings: impl IntoIterator<Item = &'a Carried>,
+        settings: &RuntimeSettings,
+    ) -> Option<Vec<Fit>> {
+        let mut fits = Vec::new();
+        for b in bookings {
+            let now = b.now.max(self.made_at());
+            let fit = self.fit_preferring(&b.session, &b.def, now, settings, Some(&b.host))?;
+            self.take(&fit);
+            fits.push(fit);
+        }
+        Some(fits)
     }
 
     /// Takes what `fit` (made by [`fit`](Self::fit) on this plan) reserves.

@@ -25,7 +25,19 @@ pub fn plan_now(
     now: Timestamp,
     settings: &RuntimeSettings,
 ) -> (Plan, PlanInput) {
-    let input = plan_input(snap, templates, now, settings, Vec::new());
+    plan_keeping(snap, templates, now, settings, &[])
+}
+
+/// The plan of `snap` at `now` that keeps the `previous` placements where they still fit (what
+/// the admission fast path is refreshed with).
+pub fn plan_keeping(
+    snap: &StateSnapshot,
+    templates: &[WorkerTemplate],
+    now: Timestamp,
+    settings: &RuntimeSettings,
+    previous: &[PriorAssignment],
+) -> (Plan, PlanInput) {
+    let input = plan_input(snap, templates, now, settings, previous.to_vec());
     let plan = crate::planner::plan(&input, &settings.planner_policy());
     (plan, input)
 }

@@ -64,6 +64,12 @@ const ADMISSION_ATTEMPTS: u32 = 64;
 /// Most bookings written in one transaction of the fast path (etcd allows 128 operations
 /// per transaction by default; a booking takes up to two compares and two puts).
 const MAX_BATCH: usize = 48;
+/// A booking that finds the kept admission plan this old (seconds) has a fresh one made in the
+/// background, so the fast path stays open under a steady stream of bookings (a plan is kept
+/// for at most [`admission::MAX_AGE_SECS`]).
+pub const REFRESH_AFTER_SECS: i64 = 1;
+/// `Inner::made_at` when no plan is kept.
+const NO_PLAN: i64 = i64::MIN;
 
 /// Errors of the façade; each names the field or the record it is about.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -191,6 +197,10 @@ struct Inner {
     /// Bookings admitted by the fast path, and bookings given the full re-plan.
     fast: std::sync::atomic::AtomicU64,
     full: std::sync::atomic::AtomicU64,
+    /// When the kept plan was made (seconds; [`NO_PLAN`]), readable without the order.
+    made_at: std::sync::atomic::AtomicI64,
+    /// A background refresh of the kept plan is running.
+    refreshing: std::sync::atomic::AtomicBool,
 }
 
 /// How this process admitted bookings so far (see [`Lablets::admission_counts`]).
@@ -209,6 +219,29 @@ struct AdmissionState {
     /// The placements of the last admission plan when it is no longer kept (the next full
     /// re-plan keeps them where they still fit).
     previous: Vec<crate::planner::PriorAssignment>,
+    /// Counts every replacement or loss of the kept plan other than the fast path's own
+    /// commits: a refresh planned while it moved is dropped.
+    generation: u64,
+    /// The fast path's commits since the running refresh started (`None`: none running).
+    since_refresh: Option<Vec<Committed>>,
+}
+
+/// An admission plan of the live state (see [`Lablets::warm`]).
+struct LivePlan {
+    /// The admission key's `mod_revision`, read before the snapshot.
+    guard: Revision,
+    /// The snapshot's revision.
+    revision: Revision,
+    plan: admission::AdmissionPlan,
+    /// The templates it was planned with.
+    templates: Vec<WorkerTemplate>,
+}
+
+/// A booking the fast path committed while a refresh was planning: carried into its plan.
+struct Committed {
+    /// The store revision of the commit.
+    revision: Revision,
+    booking: admission::Carried,
 }
 
 /// The last admission plan and what it was made from.
@@ -256,6 +289,8 @@ impl Lablets {
                 waiting: std::sync::Mutex::new(Vec::new()),
                 fast: Default::default(),
                 full: Default::default(),
+                made_at: std::sync::atomic::AtomicI64::new(NO_PLAN),
+                refreshing: Default::default(),
             }),
         }
     }
@@ -657,6 +692,7 @@ impl Lablets {
                 dry_run: true,
             });
         }
+        self.refresh_if_old(now);
         let (reply, answer) = tokio::sync::oneshot::channel();
         self.inner
             .waiting
@@ -708,6 +744,122 @@ impl Lablets {
                 let _ = w.reply.send(answer);
             }
         }
+        self.kept(st);
+    }
+
+    /// Publishes when the kept plan was made.
+    fn kept(&self, st: &AdmissionState) {
+        let made = st
+            .cache
+            .as_ref()
+            .map_or(NO_PLAN, |c| c.plan.made_at().timestamp());
+        self.inner
+            .made_at
+            .store(made, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Starts a background refresh when the kept plan is [`REFRESH_AFTER_SECS`] old (none
+    /// when no plan is kept: the next booking's full re-plan makes one).
+    fn refresh_if_old(&self, now: Timestamp) {
+        use std::sync::atomic::Ordering;
+        let made = self.inner.made_at.load(Ordering::Acquire);
+        if made == NO_PLAN || now.timestamp().saturating_sub(made) < REFRESH_AFTER_SECS {
+            return;
+        }
+        if self.inner.refreshing.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = me.warm().await {
+                tracing::debug!(error = %e, "refreshing the admission plan failed");
+            }
+            me.inner.refreshing.store(false, Ordering::Release);
+        });
+    }
+
+    /// Makes the admission plan of the live state now and keeps it for the fast path, without
+    /// holding up bookings while it plans: what `ccm serve` does at start-up, and what a booking
+    /// starts in the background when the kept plan is [`REFRESH_AFTER_SECS`] old. Bookings the
+    /// fast path commits meanwhile are carried into the new plan (on the worker they went to
+    /// where they still fit there). Returns whether the plan is kept: a full re-plan or a
+    /// failed commit meanwhile (the older plan moved under it), or a booking that cannot be
+    /// carried over, drops it.
+    pub async fn warm(&self) -> Result<bool, ApiError> {
+        let (generation, previous) = {
+            let mut st = self.inner.admission.lock().await;
+            if st.since_refresh.is_some() {
+                return Ok(false);
+            }
+            st.since_refresh = Some(Vec::new());
+            let previous = st
+                .cache
+                .as_ref()
+                .map_or_else(|| st.previous.clone(), |c| c.plan.prior().to_vec());
+            (st.generation, previous)
+        };
+        let made = self.plan_live(previous).await;
+        let mut st = self.inner.admission.lock().await;
+        let since = st.since_refresh.take().unwrap_or_default();
+        let LivePlan {
+            mut guard,
+            revision: snapshot_revision,
+            mut plan,
+            templates,
+        } = made?;
+        if st.generation != generation {
+            return Ok(false);
+        }
+        // The admission key's revision after the last commit under it; what the snapshot did
+        // not read is carried over.
+        guard = since.iter().map(|c| c.revision).fold(guard, Revision::max);
+        let unread = since
+            .iter()
+            .filter(|c| c.revision > snapshot_revision)
+            .map(|c| &c.booking);
+        if plan.carry(unread, &self.ctx().settings).is_none() {
+            return Ok(false);
+        }
+        st.cache = Some(Cached {
+            plan,
+            guard,
+            templates,
+        });
+        self.kept(&st);
+        Ok(true)
+    }
+
+    /// The admission plan of the live state now, planned off the async threads.
+    async fn plan_live(
+        &self,
+        previous: Vec<crate::planner::PriorAssignment>,
+    ) -> Result<LivePlan, ApiError> {
+        let ctx = self.ctx();
+        let guard = ctx
+            .state
+            .get(&self.admission_key())
+            .await?
+            .map_or(0, |kv| kv.mod_revision);
+        let snap = crate::runtime::snapshot::load(ctx).await?;
+        let templates = ctx.spec.list_templates().await?;
+        let now = self.now();
+        let settings = ctx.settings.clone();
+        let with = templates.clone();
+        let (revision, plan) = tokio::task::spawn_blocking(move || {
+            let (plan, input) = decide::plan_keeping(&snap, &with, now, &settings, &previous);
+            (
+                snap.revision,
+                admission::AdmissionPlan::new(&plan, &input, &snap),
+            )
+        })
+        .await
+        .map_err(|e| ApiError::Backend(format!("planning the admission plan failed: {e}")))?;
+        Ok(LivePlan {
+            guard,
+            revision,
+            plan,
+            templates,
+        })
     }
 
     /// The fast path (see the module docs): answers the bookings of `chunk` that fit the kept
@@ -739,7 +891,8 @@ impl Lablets {
                 Some(f) => {
                     plan.take(&f);
                     hosts.insert(f.host);
-                    fast.push((w, f.admission));
+                    let host = plan.hosts().get(f.host).map(|h| h.id().to_owned());
+                    fast.push((w, f.admission, host.unwrap_or_default()));
                 }
                 None => slow.push(w),
             }
@@ -759,7 +912,7 @@ impl Lablets {
         }
         let mut last = String::new();
         let mut written = Vec::with_capacity(fast.len());
-        for (w, admission) in fast {
+        for (w, admission, host) in fast {
             let skey = ctx.keys.session(&w.session.id);
             let record = codec::encode(&skey, &w.session).and_then(|s| match &w.idem {
                 Some((k, fp)) => {
@@ -786,7 +939,7 @@ impl Lablets {
                 txn = txn.when(Compare::Missing { key: k.clone() }).put(k, rec);
             }
             last.clone_from(&w.session.id);
-            written.push((w, admission));
+            written.push((w, admission, host));
         }
         if written.is_empty() {
             st.cache = Some(cache);
@@ -803,7 +956,18 @@ impl Lablets {
                 self.inner
                     .fast
                     .fetch_add(written.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                for (w, admission) in written {
+                for (w, admission, host) in written {
+                    if let Some(since) = &mut st.since_refresh {
+                        since.push(Committed {
+                            revision: resp.revision,
+                            booking: admission::Carried {
+                                session: w.session.clone(),
+                                def: w.def.clone(),
+                                host,
+                                now: w.now,
+                            },
+                        });
+                    }
                     ctx.emit(CcmEvent::session(&w.session), w.now).await;
                     let _ = w.reply.send(Ok(BookingOutcome {
                         queued: false,
@@ -819,12 +983,14 @@ impl Lablets {
                 // was taken meanwhile.
                 tracing::debug!("the store moved under the kept admission plan; planning again");
                 st.previous = cache.plan.prior().to_vec();
-                slow.extend(written.into_iter().map(|(w, _)| w));
+                st.generation += 1;
+                slow.extend(written.into_iter().map(|(w, _, _)| w));
             }
             Err(e) => {
                 st.previous = cache.plan.prior().to_vec();
+                st.generation += 1;
                 let e = ApiError::from(e);
-                for (w, _) in written {
+                for (w, _, _) in written {
                     let _ = w.reply.send(Err(e.clone()));
                 }
             }
@@ -890,6 +1056,7 @@ impl Lablets {
                     guard: resp.revision,
                     templates: w.templates.clone(),
                 });
+                st.generation += 1;
                 ctx.emit(CcmEvent::session(&w.session), now).await;
                 return Ok(BookingOutcome {
                     queued: !admission.accepted(),
@@ -902,6 +1069,7 @@ impl Lablets {
             if let Some(c) = st.cache.take() {
                 st.previous = c.plan.prior().to_vec();
             }
+            st.generation += 1;
             if let Some((k, fingerprint)) = &w.idem {
                 if let Some(found) = self.replay(k, fingerprint).await? {
                     return Ok(found);
@@ -1226,6 +1394,87 @@ impl Lablets {
             .await?;
         Ok(())
     }
+
+    /// Imports sessions as they are — ids, states, bindings and ports kept — where no session
+    /// has that id yet: a migration from another booking system, a restore, a test world. No
+    /// admission runs; the scheduler, the controller and the lab loop take them up from the
+    /// store as they find them (a bound session's capacity and ports count on its worker).
+    /// Each is checked first (id, owner, a state that holds capacity names its worker, ports
+    /// only with a worker); one that fails stops the import before anything is written, with
+    /// the field and the session named. Returns the ids written and the ids that existed
+    /// (left as they are).
+    pub async fn import(&self, sessions: &[LabletSession]) -> Result<Imported, ApiError> {
+        let ctx = self.ctx();
+        let mut seen = std::collections::BTreeSet::new();
+        for s in sessions {
+            let named = |e: ApiError| match e {
+                ApiError::Invalid { field, message } => ApiError::Invalid {
+                    field: format!("sessions[{}].{field}", s.id),
+                    message,
+                },
+                e => e,
+            };
+            check_text("id", &s.id, true).map_err(named)?;
+            if s.id.contains('/') {
+                return Err(named(ApiError::invalid("id", "contains '/'")));
+            }
+            check_text("owner_id", &s.owner_id, true).map_err(named)?;
+            if s.holds_capacity() && s.worker_id.is_none() {
+                return Err(named(ApiError::invalid(
+                    "worker_id",
+                    format!(
+                        "missing: a {:?} session holds capacity on a worker",
+                        s.state
+                    ),
+                )));
+            }
+            if s.worker_id.is_none() && !s.allocated_ports.is_empty() {
+                return Err(named(ApiError::invalid(
+                    "allocated_ports",
+                    "ports without a worker",
+                )));
+            }
+            if !seen.insert(s.id.as_str()) {
+                return Err(named(ApiError::invalid("id", "given twice")));
+            }
+        }
+        let mut out = Imported::default();
+        for chunk in sessions.chunks(MAX_BATCH) {
+            let mut txn = Txn::new();
+            for s in chunk {
+                let key = ctx.keys.session(&s.id);
+                txn = txn
+                    .when(Compare::Missing { key: key.clone() })
+                    .put(key.clone(), codec::encode(&key, s)?);
+            }
+            if ctx.state.txn(txn).await?.succeeded {
+                out.created.extend(chunk.iter().map(|s| s.id.clone()));
+                continue;
+            }
+            // Some exist: one at a time.
+            for s in chunk {
+                let key = ctx.keys.session(&s.id);
+                let txn = Txn::new()
+                    .when(Compare::Missing { key: key.clone() })
+                    .put(key.clone(), codec::encode(&key, s)?);
+                if ctx.state.txn(txn).await?.succeeded {
+                    out.created.push(s.id.clone());
+                } else {
+                    out.existing.push(s.id.clone());
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// What [`Lablets::import`] wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Imported {
+    /// Ids of the sessions written.
+    pub created: Vec<String>,
+    /// Ids that existed already (left as they were).
+    pub existing: Vec<String>,
 }
 
 fn check_text(field: &str, v: &str, required: bool) -> Result<(), ApiError> {
