@@ -650,3 +650,95 @@ async fn connect_turns_a_ready_session_running_and_refuses_any_other_state() {
     let e = w.api().connect(&session.id).await.unwrap_err();
     assert_eq!(e.code(), "not_ready", "{e:?}");
 }
+
+/// Sessions from another system are imported as they are: ids, states, bindings and ports
+/// kept, counted on their worker, never overwritten, and a bad one stops the import before
+/// anything is written, naming the session and the field.
+#[tokio::test]
+async fn import_keeps_ids_states_and_bindings_and_never_overwrites() {
+    use ccm_core::session::LabletSession;
+    use ccm_core::timeslot::Timeslot;
+    let w = world().await;
+    let def = w
+        .api()
+        .register_definition(draft(None), LAB)
+        .await
+        .unwrap()
+        .definition;
+    w.running_worker("w1").await;
+    let start = t0() + Duration::hours(1);
+    let slot = Timeslot::new(start, start + Duration::hours(2)).unwrap();
+    let mut bound = LabletSession::new("legacy-1", &def.id, "1.0.0", "alice", Some(slot), t0());
+    bound
+        .transition(SessionState::Scheduled, t0(), "imported")
+        .unwrap();
+    bound.worker_id = Some("w1".into());
+    bound.allocated_ports = [("r1_ssh".to_string(), 5000), ("r1_vnc".to_string(), 5001)]
+        .into_iter()
+        .collect();
+    let pending = LabletSession::new("legacy-2", &def.id, "1.0.0", "bob", Some(slot), t0());
+
+    // A bound state without its worker: refused, naming it; the good one before it is not
+    // written either.
+    let mut orphan = bound.clone();
+    orphan.id = "legacy-3".into();
+    orphan.worker_id = None;
+    let e = w
+        .api()
+        .import(&[pending.clone(), orphan])
+        .await
+        .unwrap_err();
+    match &e {
+        ApiError::Invalid { field, .. } => assert_eq!(field, "sessions[legacy-3].worker_id"),
+        other => panic!("expected invalid, got {other:?}"),
+    }
+    assert!(w.api().get("legacy-2").await.is_err(), "nothing written");
+
+    let done = w
+        .api()
+        .import(&[bound.clone(), pending.clone()])
+        .await
+        .unwrap();
+    assert_eq!(done.created, ["legacy-1", "legacy-2"]);
+    assert!(done.existing.is_empty());
+    let got = w.api().get("legacy-1").await.unwrap();
+    assert_eq!(got, bound);
+    assert_eq!(
+        w.api().get("legacy-2").await.unwrap().state,
+        SessionState::Pending
+    );
+    // The bound one counts on its worker: capacity and both ports.
+    let view = w
+        .api()
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|v| v.id == "w1")
+        .unwrap();
+    assert_eq!(
+        view.allocated.cpu_cores,
+        def.resource_requirements.cpu_cores
+    );
+    assert_eq!(view.sessions, ["legacy-1"]);
+    // Imported again, changed: reported as existing and left as it was.
+    let before = w
+        .state
+        .get("/ccm/sessions/legacy-1")
+        .await
+        .unwrap()
+        .unwrap();
+    let mut changed = bound.clone();
+    changed.owner_id = "mallory".into();
+    let again = w.api().import(&[changed]).await.unwrap();
+    assert!(again.created.is_empty());
+    assert_eq!(again.existing, ["legacy-1"]);
+    let after = w
+        .state
+        .get("/ccm/sessions/legacy-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(after.value, before.value);
+    assert_eq!(after.mod_revision, before.mod_revision);
+}

@@ -154,7 +154,7 @@ async fn serve_and_end_one(w: &World, rt: &ccm_core::runtime::Runtime, id: &str)
     let mut s = w.session(id).await;
     s.transition(SessionState::Terminated, w.clock_now(), "done")
         .unwrap();
-    w.put_session(&s).await;
+    w.overwrite_session(&s).await;
     wid
 }
 

@@ -156,7 +156,7 @@ async fn day(bookings: Vec<Booking>, failures: Vec<(i64, usize)>) {
                 if now >= end {
                     s.transition(SessionState::Terminated, now, "lab ended")
                         .unwrap();
-                    w.put_session(&s).await;
+                    w.overwrite_session(&s).await;
                 }
             }
         }

@@ -128,8 +128,26 @@ impl World {
             .unwrap();
     }
 
-    /// Stores `s` under its key as it is.
+    /// Stores new session `s` as it is (id, state and binding kept), through the façade's
+    /// import as a migration would.
     pub async fn put_session(&self, s: &LabletSession) {
+        let done = self
+            .runtime(World::settings("seed"))
+            .lablets()
+            .import(std::slice::from_ref(s))
+            .await
+            .unwrap();
+        assert_eq!(
+            done.created.as_slice(),
+            std::slice::from_ref(&s.id),
+            "session {} existed",
+            s.id
+        );
+    }
+
+    /// Rewrites stored session `s` as it is: a scenario's edit of the record behind the
+    /// loops' back (what an operator's or another version's write would be).
+    pub async fn overwrite_session(&self, s: &LabletSession) {
         self.store
             .put(
                 &self.keys.session(&s.id),
