@@ -197,6 +197,7 @@ struct Inner {
     /// Bookings admitted by the fast path, and bookings given the full re-plan.
     fast: std::sync::atomic::AtomicU64,
     full: std::sync::atomic::AtomicU64,
+    refreshed: std::sync::atomic::AtomicU64,
     /// When the kept plan was made (seconds; [`NO_PLAN`]), readable without the order.
     made_at: std::sync::atomic::AtomicI64,
     /// A background refresh of the kept plan is running.
@@ -210,6 +211,8 @@ pub struct AdmissionCounts {
     pub fast: u64,
     /// Given the full re-plan (admitted, queued or refused).
     pub full: u64,
+    /// Admission plans made by a refresh ([`Lablets::warm`]) and kept.
+    pub refreshed: u64,
 }
 
 /// What the admission order keeps between bookings.
@@ -289,6 +292,7 @@ impl Lablets {
                 waiting: std::sync::Mutex::new(Vec::new()),
                 fast: Default::default(),
                 full: Default::default(),
+                refreshed: Default::default(),
                 made_at: std::sync::atomic::AtomicI64::new(NO_PLAN),
                 refreshing: Default::default(),
             }),
@@ -306,6 +310,7 @@ impl Lablets {
         AdmissionCounts {
             fast: self.inner.fast.load(Relaxed),
             full: self.inner.full.load(Relaxed),
+            refreshed: self.inner.refreshed.load(Relaxed),
         }
     }
 
@@ -826,6 +831,9 @@ impl Lablets {
             templates,
         });
         self.kept(&st);
+        self.inner
+            .refreshed
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(true)
     }
 
@@ -871,7 +879,13 @@ impl Lablets {
             return chunk;
         };
         let now = self.now();
-        let mut plan = cache.plan.clone();
+        // Fitted in place (no copy of the plan per batch): a failed commit drops the plan anyway,
+        // and a batch that wrote nothing only over-reserves until the next refresh.
+        let Cached {
+            mut plan,
+            guard,
+            templates,
+        } = cache;
         let mut keys = std::collections::BTreeSet::new();
         let mut hosts = std::collections::BTreeSet::new();
         let mut fast = Vec::new();
@@ -882,7 +896,7 @@ impl Lablets {
                 .idem
                 .as_ref()
                 .is_some_and(|(k, _)| !keys.insert(k.clone()));
-            let fit = if repeated || w.templates != cache.templates {
+            let fit = if repeated || w.templates != templates {
                 None
             } else {
                 plan.fit(&w.session, &w.def, now, &ctx.settings)
@@ -898,11 +912,15 @@ impl Lablets {
             }
         }
         if fast.is_empty() {
-            st.cache = Some(cache);
+            st.cache = Some(Cached {
+                plan,
+                guard,
+                templates,
+            });
             return slow;
         }
         let akey = self.admission_key();
-        let mut txn = Txn::new().when(Compare::unchanged_since(akey.clone(), cache.guard));
+        let mut txn = Txn::new().when(Compare::unchanged_since(akey.clone(), guard));
         // The workers these bookings go to are as the plan saw them (not bound to, drained,
         // stopped or lost since).
         for h in hosts.iter().filter_map(|&i| plan.hosts().get(i)) {
@@ -942,7 +960,11 @@ impl Lablets {
             written.push((w, admission, host));
         }
         if written.is_empty() {
-            st.cache = Some(cache);
+            st.cache = Some(Cached {
+                plan,
+                guard,
+                templates,
+            });
             return slow;
         }
         let txn = txn.put(akey, last.into_bytes());
@@ -951,7 +973,7 @@ impl Lablets {
                 st.cache = Some(Cached {
                     plan,
                     guard: resp.revision,
-                    templates: cache.templates,
+                    templates,
                 });
                 self.inner
                     .fast
@@ -982,12 +1004,12 @@ impl Lablets {
                 // Another process admitted first, a worker used changed, or an idempotency key
                 // was taken meanwhile.
                 tracing::debug!("the store moved under the kept admission plan; planning again");
-                st.previous = cache.plan.prior().to_vec();
+                st.previous = plan.prior().to_vec();
                 st.generation += 1;
                 slow.extend(written.into_iter().map(|(w, _, _)| w));
             }
             Err(e) => {
-                st.previous = cache.plan.prior().to_vec();
+                st.previous = plan.prior().to_vec();
                 st.generation += 1;
                 let e = ApiError::from(e);
                 for (w, _, _) in written {
