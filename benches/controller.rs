@@ -50,9 +50,6 @@ async fn setup(s: &Scenario, scaling: ScalingMode) -> Setup {
         w.provider_id = Some(provider.adopt(&w, 20).unwrap());
         put_json(store.as_ref(), &keys.worker(&w.id), &w).await;
     }
-    for x in s.lablet_sessions() {
-        put_json(store.as_ref(), &keys.session(&x.id), &x).await;
-    }
     let rt = memory_runtime(
         store,
         spec,
@@ -63,6 +60,9 @@ async fn setup(s: &Scenario, scaling: ScalingMode) -> Setup {
             ..RuntimeSettings::default()
         },
     );
+    // The booked sessions go in through the façade, as they are (seeding, not timed).
+    let seeded = rt.lablets().import(&s.lablet_sessions()).await.unwrap();
+    assert!(seeded.existing.is_empty(), "{seeded:?}");
     assert!(rt.campaign_once().await.controller);
     Setup { rt, clock }
 }

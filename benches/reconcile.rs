@@ -63,11 +63,6 @@ async fn setup() -> Setup {
         );
         put_json(store.as_ref(), &keys.worker(&w.id), &w).await;
     }
-    use ccm_core::store::Clock;
-    for i in 0..SESSIONS {
-        let s = LabletSession::new(format!("s{i:04}"), "def", "1.0.0", "o", None, clock.now());
-        put_json(store.as_ref(), &keys.session(&s.id), &s).await;
-    }
     let rt = memory_runtime(
         store.clone(),
         spec,
@@ -75,6 +70,13 @@ async fn setup() -> Setup {
         Arc::new(SimulatedProvider::new(Arc::new(clock.clone()))),
         RuntimeSettings::default(),
     );
+    // The PENDING sessions go in through the façade (seeding, not timed).
+    use ccm_core::store::Clock;
+    let sessions: Vec<LabletSession> = (0..SESSIONS)
+        .map(|i| LabletSession::new(format!("s{i:04}"), "def", "1.0.0", "o", None, clock.now()))
+        .collect();
+    let seeded = rt.lablets().import(&sessions).await.unwrap();
+    assert_eq!(seeded.created.len(), SESSIONS, "{seeded:?}");
     assert!(rt.campaign_once().await.scheduler);
     Setup { rt, store, clock }
 }

@@ -57,11 +57,16 @@ async fn controller_launches_for_asap_sessions_then_drains_and_stops_the_idle_wo
     assert_eq!(w.state, WorkerState::Running);
     assert!(w.provider_id.is_some() && w.ready_at.is_some(), "{w:?}");
 
-    // The labs end: with nothing booked, the idle worker is drained and stopped.
-    for mut s in sessions(&store, &keys).await {
-        s.transition(SessionState::Terminated, chrono::Utc::now(), "lab ended")
-            .unwrap();
-        put_json(&store, &keys.session(&s.id), &s).await;
+    // The labs end (cancelled through the façade: TERMINATED, capacity and ports released):
+    // with nothing booked, the idle worker is drained and stopped.
+    let api = facade(&store, &keys);
+    for s in sessions(&store, &keys).await {
+        let ended = api
+            .lablets()
+            .cancel(&s.id, "lab ended")
+            .await
+            .unwrap_or_else(|e| panic!("cancel {}: {e}", s.id));
+        assert_eq!(ended.state, SessionState::Terminated);
     }
     let t0 = Instant::now();
     loop {

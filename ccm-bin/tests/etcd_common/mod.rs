@@ -1,19 +1,23 @@
 //! Shared by the daemon-on-etcd tests: start `ccm serve` on a prefix, seed workers and
-//! sessions, wait for bindings, and check the stored state is consistent. A test using it
-//! declares `mod support;` too (the general helpers).
+//! sessions (sessions through the façade), wait for bindings, and check the stored state is
+//! consistent. A test using it declares `mod support;` too (the general helpers).
 #![allow(dead_code)]
 
 use crate::support::{free_port, unique};
 
 use ccm_adapters::etcd::{EtcdConfig, EtcdStateStore};
 use ccm_core::definition::LabletDefinition;
+use ccm_core::memory::events::RecordingSink;
+use ccm_core::memory::provider::SimulatedProvider;
+use ccm_core::memory::spec::MemorySpecStore;
 use ccm_core::resources::{Load, Resources};
-use ccm_core::runtime::KeyLayout;
+use ccm_core::runtime::{KeyLayout, Runtime, RuntimeSettings};
 use ccm_core::session::{LabletSession, SessionState};
-use ccm_core::store::StateStore;
+use ccm_core::store::{Clock, StateStore, SystemClock};
 use ccm_core::worker::{Worker, WorkerState};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub const TTL_SECS: u64 = 3;
@@ -109,18 +113,55 @@ pub async fn sessions(store: &EtcdStateStore, keys: &KeyLayout) -> Vec<LabletSes
         .collect()
 }
 
+/// A runtime over `store` under the prefix of `keys` (in-memory spec, events and cloud), for
+/// its façade: the tests write sessions as a client of the API would. Building it starts no
+/// loop and campaigns for nothing, so it never competes with the daemons.
+pub fn facade(store: &EtcdStateStore, keys: &KeyLayout) -> Runtime {
+    let state = Arc::new(store.clone());
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    Runtime::builder()
+        .state(state.clone())
+        .elector(Arc::new(state.elector()))
+        .spec(Arc::new(MemorySpecStore::new()))
+        .events(Arc::new(RecordingSink::new()))
+        .clock(clock.clone())
+        .provider(Arc::new(SimulatedProvider::new(clock)))
+        .settings(RuntimeSettings {
+            prefix: keys.prefix().to_string(),
+            ..RuntimeSettings::default()
+        })
+        .build()
+        .expect("a runtime over the test store")
+}
+
+/// Imports PENDING sessions `s{from}`..`s{from + n - 1}` through the façade; an import that
+/// hits a stopped member is retried (create-if-absent: what the failed try wrote is kept).
 pub async fn add_sessions(store: &EtcdStateStore, keys: &KeyLayout, from: usize, n: usize) {
     let now = chrono::Utc::now();
-    for i in from..from + n {
-        let s = LabletSession::new(
-            format!("s{i:04}"),
-            "def-failover",
-            "1.0.0",
-            "owner",
-            None,
-            now,
-        );
-        put_json(store, &keys.session(&s.id), &s).await;
+    let batch: Vec<LabletSession> = (from..from + n)
+        .map(|i| {
+            LabletSession::new(
+                format!("s{i:04}"),
+                "def-failover",
+                "1.0.0",
+                "owner",
+                None,
+                now,
+            )
+        })
+        .collect();
+    let rt = facade(store, keys);
+    let mut tries = 0;
+    loop {
+        match rt.lablets().import(&batch).await {
+            Ok(_) => return,
+            Err(e) if tries < 50 => {
+                tries += 1;
+                eprintln!("import s{from:04}..: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("import s{from:04}..: {e}"),
+        }
     }
 }
 
