@@ -141,17 +141,9 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         if w.state == WorkerState::Running {
             w.ready_at = Some(start);
         }
-        store
-            .put(&keys.worker(&w.id), serde_json::to_vec(&w)?, None)
-            .await?;
         fleet.push(w);
     }
     let sessions = scenario.lablet_sessions();
-    for s in &sessions {
-        store
-            .put(&keys.session(&s.id), serde_json::to_vec(s)?, None)
-            .await?;
-    }
     let settings = RuntimeSettings {
         candidate: "demo".into(),
         lead_time: Duration::minutes(i64::from(scenario.policy.lead_minutes)),
@@ -167,7 +159,7 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
     // The reference: one plan made at the start, on the input the controller sees then.
     let planned = plan(
         &plan_input(
-            &StateSnapshot::from_values(0, sessions.clone(), fleet, definitions.clone()),
+            &StateSnapshot::from_values(0, sessions.clone(), fleet.clone(), definitions.clone()),
             &scenario.templates,
             start,
             &settings,
@@ -190,6 +182,16 @@ async fn demo(scenario: Scenario, args: &Args) -> anyhow::Result<bool> {
         .labs(Arc::new(labs.clone()))
         .settings(settings)
         .build()?;
+    // The scenario's fleet and bookings, stored through the façade as a migration would.
+    for w in &fleet {
+        runtime.lablets().put_worker(w).await?;
+    }
+    let imported = runtime.lablets().import(&sessions).await?;
+    anyhow::ensure!(
+        imported.existing.is_empty(),
+        "sessions already stored: {:?}",
+        imported.existing
+    );
 
     let last_end = sessions
         .iter()
