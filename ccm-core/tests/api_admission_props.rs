@@ -230,24 +230,52 @@ fn assert_within_capacity(held: &[Held], caps: &BTreeMap<String, [u32; 5]>) {
     }
 }
 
+/// A random world at `t0`: its definitions, templates, fleet, the snapshot of its booked
+/// sessions and the plan of that snapshot.
+struct Start {
+    settings: RuntimeSettings,
+    now: Timestamp,
+    defs: Vec<LabletDefinition>,
+    tpls: Vec<WorkerTemplate>,
+    workers: Vec<Worker>,
+    snap: StateSnapshot,
+    plan: ccm_core::planner::Plan,
+    input: ccm_core::planner::PlanInput,
+}
+
+fn start(w: &World) -> Start {
+    let settings = RuntimeSettings::default();
+    let now = t0();
+    let defs = definitions(w);
+    let tpls = templates(w);
+    let workers = fleet(w);
+    let booked: Vec<LabletSession> = w
+        .booked
+        .iter()
+        .enumerate()
+        .map(|(i, b)| session(format!("b{i:02}"), b))
+        .collect();
+    let snap = StateSnapshot::from_values(1, booked, workers.clone(), defs.clone());
+    let (plan, input) = plan_now(&snap, &tpls, now, &settings);
+    Start {
+        settings,
+        now,
+        defs,
+        tpls,
+        workers,
+        snap,
+        plan,
+        input,
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn the_fast_path_admits_only_what_the_full_re_plan_admits_and_never_over_commits(w in world()) {
-        let settings = RuntimeSettings::default();
-        let now = t0();
-        let defs = definitions(&w);
-        let tpls = templates(&w);
-        let workers = fleet(&w);
-        let booked: Vec<LabletSession> = w
-            .booked
-            .iter()
-            .enumerate()
-            .map(|(i, b)| session(format!("b{i:02}"), b))
-            .collect();
-        let mut snap = StateSnapshot::from_values(1, booked, workers.clone(), defs.clone());
-        let (plan, input) = plan_now(&snap, &tpls, now, &settings);
+        let Start { settings, now, defs, tpls, workers, snap, plan, input } = start(&w);
+        let mut snap = snap;
         let mut kept = AdmissionPlan::new(&plan, &input, &snap);
         let mut held = held_by(&plan, &input);
         for (i, b) in w.candidates.iter().enumerate() {
@@ -332,19 +360,7 @@ proptest! {
     /// carried booking is held once.
     #[test]
     fn bookings_carried_into_a_newer_plan_never_over_commit(w in world()) {
-        let settings = RuntimeSettings::default();
-        let now = t0();
-        let defs = definitions(&w);
-        let tpls = templates(&w);
-        let workers = fleet(&w);
-        let booked: Vec<LabletSession> = w
-            .booked
-            .iter()
-            .enumerate()
-            .map(|(i, b)| session(format!("b{i:02}"), b))
-            .collect();
-        let snap = StateSnapshot::from_values(1, booked, workers.clone(), defs.clone());
-        let (plan, input) = plan_now(&snap, &tpls, now, &settings);
+        let Start { settings, now, defs, tpls, snap, plan, input, .. } = start(&w);
         let mut kept = AdmissionPlan::new(&plan, &input, &snap);
         let mut carried = Vec::new();
         for (i, b) in w.candidates.iter().enumerate() {
