@@ -212,3 +212,29 @@ fn skip_index_sees_workers_that_moved_between_blocks() {
     assert_eq!(agree(&f, &req(1, 40, 0, 0, 0)), "w39");
     assert_eq!(agree(&f, &req(2, 40, 0, 0, 0)), "w32");
 }
+
+/// Workers added after the snapshot (e.g. planned ones) are placed on as if they had been in
+/// it: same choices as the naive placer, equal scores to the smallest id, new classes indexed.
+#[test]
+fn added_workers_take_part_like_snapshot_workers() {
+    let mut f = Fleet::new(vec![filled("w3", (8, 8, 8, 1))], Scoring::default()).unwrap();
+    assert_eq!(f.add_worker(filled("w1", (8, 8, 8, 1))).unwrap(), 1);
+    assert_eq!(agree(&f, &req(1, 1, 1, 1, 0)), "w1");
+    // Another template is another class (the only one serving an enterprise licence).
+    let big = worker("w2", &seed_templates()[1]);
+    assert_eq!(f.add_worker(big).unwrap(), 2);
+    assert_eq!(f.class_count(), 2);
+    let mut r = req(1, 1, 1, 1, 0);
+    r.license_affinity = vec![LicenseType::Enterprise];
+    assert_eq!(agree(&f, &r), "w2");
+    let c = f.place(&req(40, 1, 1, 1, 1)).unwrap();
+    assert_eq!(c.worker, "w1");
+    f.commit("s1", &c).unwrap();
+    // w1 has no core left: the fuller of the others.
+    assert_eq!(agree(&f, &req(1, 1, 1, 1, 0)), "w3");
+    assert_eq!(
+        f.add_worker(filled("w3", (0, 0, 0, 0))).unwrap_err(),
+        FleetError::DuplicateWorker("w3".into())
+    );
+    assert_eq!(f.workers().len(), 3);
+}

@@ -319,6 +319,8 @@ pub struct Fleet {
     /// Position of each worker in its class order.
     pos: Vec<usize>,
     classes: Vec<Class>,
+    /// Index in `classes` of each class key (for workers added later).
+    class_ids: HashMap<ClassKey, u32>,
     attributes: Attributes,
     /// Each class's attribute ids shifted by [`Attributes::offsets`].
     class_checks: Vec<[usize; 5]>,
@@ -386,11 +388,7 @@ impl Fleet {
             let last = class.order.len().saturating_sub(1);
             class.refresh_blocks(0, last);
         }
-        let off = attributes.offsets();
-        let class_checks = classes
-            .iter()
-            .map(|c| std::array::from_fn(|k| off[k] + c.attrs[k]))
-            .collect();
+        let class_checks = class_checks_of(&classes, &attributes);
         tracing::debug!(
             workers = n,
             classes = classes.len(),
@@ -404,12 +402,108 @@ impl Fleet {
             class_of,
             pos,
             classes,
+            class_ids,
             attributes,
             class_checks,
             by_id,
             sessions: HashMap::new(),
             snapshot_sessions,
         })
+    }
+
+    /// Adds `w` after the snapshot (e.g. a worker about to be launched) and returns its index.
+    ///
+    /// The fleet then places exactly as if `w` had been the last worker given to
+    /// [`Fleet::new`]: a RUNNING worker joins its class (a new one when its static attributes
+    /// are new), equal scores still go to the smallest id, and sessions holding ports on `w`
+    /// count as bound there. Costs O(workers) for the id order. A duplicate id is refused and
+    /// changes nothing.
+    ///
+    /// ```
+    /// use ccm_core::placement::{Fleet, Requirements, Scoring};
+    /// use ccm_core::resources::Load;
+    /// use ccm_core::worker::{Worker, WorkerState};
+    /// let t = &ccm_core::template::seed_templates().unwrap()[0];
+    /// let mk = |id: &str| Worker::from_template(id, t, "us-east-1", WorkerState::Running,
+    ///     "2.9.0".parse().unwrap(), "CML-2.9.0");
+    /// let mut fleet = Fleet::new(vec![mk("w2")], Scoring::default()).unwrap();
+    /// let req = Requirements { load: Load { cpu_cores: 4, memory_gb: 16, storage_gb: 50, nodes: 3 },
+    ///     license_affinity: vec![], cml_versions: Default::default(), node_definitions: vec![],
+    ///     ami: None, ports: vec![], region: None };
+    /// assert_eq!(fleet.add_worker(mk("w1")).unwrap(), 1);
+    /// assert_eq!(fleet.place(&req).unwrap().worker, "w1"); // equal scores → smallest id
+    /// assert!(fleet.add_worker(mk("w1")).is_err());
+    /// ```
+    pub fn add_worker(&mut self, w: Worker) -> Result<usize, FleetError> {
+        if self.by_id.contains_key(&w.id) {
+            return Err(FleetError::DuplicateWorker(w.id));
+        }
+        let wi = self.workers.len();
+        // Its place in id order: every worker with a larger id moves one rank down.
+        let r = self.workers.iter().filter(|o| o.id < w.id).count() as u32;
+        for rk in &mut self.rank {
+            if *rk >= r {
+                *rk += 1;
+            }
+        }
+        self.rank.push(r);
+        for s in w.ports.owners().keys() {
+            self.snapshot_sessions.insert(s.clone(), wi);
+        }
+        self.by_id.insert(w.id.clone(), wi);
+        self.pos.push(0);
+        if w.state != WorkerState::Running {
+            self.key.push(U320::ZERO);
+            self.class_of.push(NO_CLASS);
+            self.workers.push(w);
+            return Ok(wi);
+        }
+        let ci = match self.class_ids.get(&ClassKey::of(&w)) {
+            Some(ci) => *ci,
+            None => {
+                let ci = self.classes.len() as u32;
+                self.classes.push(Class {
+                    attrs: self.attributes.ids_of(&w),
+                    basis: Basis::new(&w.capacity, &self.scoring.weights),
+                    order: Vec::new(),
+                    free: Vec::new(),
+                    block_max: Vec::new(),
+                });
+                self.class_ids.insert(ClassKey::of(&w), ci);
+                // New attribute values shift the offsets of every class's checks.
+                self.class_checks = class_checks_of(&self.classes, &self.attributes);
+                ci
+            }
+        };
+        self.class_of.push(ci);
+        self.key
+            .push(self.classes[ci as usize].basis.numerator(&w.allocated));
+        self.workers.push(w);
+        let Fleet {
+            workers,
+            scoring,
+            rank,
+            key,
+            pos,
+            classes,
+            ..
+        } = self;
+        let class = &mut classes[ci as usize];
+        let at = class
+            .order
+            .partition_point(|o| order_cmp(scoring.strategy, key, rank, *o, wi) == Ordering::Less);
+        class.order.insert(at, wi);
+        class.free.insert(at, free_vec(&workers[wi]));
+        for (p, o) in class.order.iter().enumerate().skip(at) {
+            pos[*o] = p;
+        }
+        class
+            .block_max
+            .resize(class.order.len().div_ceil(BLOCK), [0; 5]);
+        let last = class.order.len() - 1;
+        class.refresh_blocks(at, last);
+        tracing::debug!(worker = %workers[wi].id, class = ci, "worker added to the placement index");
+        Ok(wi)
     }
 
     /// The workers, in snapshot order, with their current allocations and ports.
@@ -599,6 +693,15 @@ impl Fleet {
     }
 }
 
+/// Each class's attribute ids shifted by the offsets of `attributes`' value ranges.
+fn class_checks_of(classes: &[Class], attributes: &Attributes) -> Vec<[usize; 5]> {
+    let off = attributes.offsets();
+    classes
+        .iter()
+        .map(|c| std::array::from_fn(|k| off[k] + c.attrs[k]))
+        .collect()
+}
+
 /// Order inside a class: best key first (highest for bin-packing, lowest for spreading),
 /// then smallest id.
 fn order_cmp(strategy: Strategy, key: &[U320], rank: &[u32], a: usize, b: usize) -> Ordering {
@@ -607,4 +710,139 @@ fn order_cmp(strategy: Strategy, key: &[U320], rank: &[u32], a: usize, b: usize)
         Strategy::Spread => key[a].cmp(&key[b]),
     };
     by_key.then(rank[a].cmp(&rank[b]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::placement::naive;
+    use crate::template::seed_templates;
+
+    fn worker(id: &str, template: usize, region: &str, a: (u32, u32, u32)) -> Worker {
+        let templates = seed_templates().expect("seed templates");
+        let mut w = Worker::from_template(
+            id,
+            &templates[template],
+            region,
+            WorkerState::Running,
+            "2.9.0".parse().expect("version"),
+            "CML-2.9.0",
+        );
+        w.allocated = Load {
+            cpu_cores: a.0,
+            memory_gb: a.1,
+            storage_gb: 0,
+            nodes: a.2,
+        };
+        w
+    }
+
+    fn req(cpu: u32, memory: u32, nodes: u32, ports: usize, region: Option<&str>) -> Requirements {
+        Requirements {
+            load: Load {
+                cpu_cores: cpu,
+                memory_gb: memory,
+                storage_gb: 0,
+                nodes,
+            },
+            license_affinity: Vec::new(),
+            cml_versions: VersionRange::default(),
+            node_definitions: Vec::new(),
+            ami: None,
+            ports: (0..ports).map(|i| format!("p{i}")).collect(),
+            region: region.map(str::to_string),
+        }
+    }
+
+    /// The added fleet decides like the naive placer and like a fleet built in one go.
+    fn agree(fleet: &Fleet, r: &Requirements) -> Option<Choice> {
+        let fast = fleet.place(r).ok();
+        let naive = naive::place(fleet.workers(), r, fleet.scoring()).ok();
+        let rebuilt = Fleet::new(fleet.workers().to_vec(), *fleet.scoring()).expect("rebuild");
+        assert_eq!(fast, naive);
+        assert_eq!(fast, rebuilt.place(r).ok());
+        fast
+    }
+
+    #[test]
+    fn added_workers_are_placed_as_if_given_to_new() {
+        for scoring in [Scoring::default(), Scoring::spread()] {
+            let mut fleet = Fleet::new(
+                vec![
+                    worker("w5", 0, "us-east-1", (8, 32, 2)),
+                    worker("w2", 0, "us-east-1", (0, 0, 0)),
+                ],
+                scoring,
+            )
+            .expect("fleet");
+            let mut stopped = worker("w0", 0, "us-east-1", (0, 0, 0));
+            stopped.state = WorkerState::Stopped;
+            let mut held = worker("w4", 0, "us-east-1", (8, 32, 2));
+            held.ports
+                .allocate("old", &["p0".to_string()])
+                .expect("ports");
+            let mut added = vec![
+                stopped,
+                held,
+                worker("w1", 0, "us-east-1", (8, 32, 2)), // ties w5 and w4: smaller id
+                worker("w9", 0, "us-west-2", (40, 100, 10)), // new region: new class and values
+                worker("w3", 1, "us-east-1", (20, 50, 5)), // new capacity: new class
+            ];
+            // More than a block of one class, so the skip index grows while workers are added.
+            added.extend(
+                (0..40).map(|i| worker(&format!("m{i:02}"), 0, "us-east-1", (i, i * 4, i % 20))),
+            );
+            let reqs = [
+                req(4, 16, 2, 1, None),
+                req(4, 16, 2, 1, Some("us-west-2")),
+                req(30, 100, 2, 0, None),
+                req(1, 1, 1, 0, None),
+                req(48, 192, 1, 0, None),
+            ];
+            for w in added {
+                let n = fleet.workers().len();
+                assert_eq!(fleet.add_worker(w).expect("added"), n);
+                for r in &reqs {
+                    agree(&fleet, r);
+                }
+            }
+            assert_eq!(fleet.class_count(), 3);
+            // Commits move the added workers inside their classes like the others.
+            for i in 0..60 {
+                let r = &reqs[i % reqs.len()];
+                let Some(c) = agree(&fleet, r) else { continue };
+                fleet.commit(&format!("s{i}"), &c).expect("commit");
+            }
+            // Ports held in an added worker count as bound there.
+            let w4 = fleet.by_id["w4"];
+            let w = &fleet.workers()[w4];
+            let score = fleet
+                .scoring()
+                .score_after(&w.capacity, &w.allocated, &reqs[3].load);
+            let c = Choice::new(w, w4, score, &reqs[3]);
+            assert!(matches!(
+                fleet.commit("old", &c),
+                Err(CommitError::AlreadyBound { .. })
+            ));
+        }
+    }
+
+    #[test]
+    fn a_duplicate_added_worker_is_refused_and_changes_nothing() {
+        let mut fleet = Fleet::new(
+            vec![worker("w1", 0, "us-east-1", (0, 0, 0))],
+            Scoring::default(),
+        )
+        .expect("fleet");
+        let e = fleet
+            .add_worker(worker("w1", 1, "us-west-2", (1, 1, 1)))
+            .expect_err("duplicate");
+        assert_eq!(e, FleetError::DuplicateWorker("w1".into()));
+        assert_eq!(fleet.workers().len(), 1);
+        assert_eq!(fleet.class_count(), 1);
+        assert_eq!(
+            fleet.worker("w1").map(|w| w.region.as_str()),
+            Some("us-east-1")
+        );
+    }
 }

@@ -23,7 +23,6 @@
 //! The key layout is documented in [`keys`].
 
 pub mod archive;
-mod bind;
 mod builder;
 pub mod codec;
 pub(crate) mod context;

@@ -4,12 +4,12 @@
 //! them) as capacity first; drain idle RUNNING workers after the grace; stop empty draining
 //! workers; force-stop after the drain timeout; terminate failed workers.
 
-use super::bind::Placer;
 use super::settings::RuntimeSettings;
 use super::snapshot::StateSnapshot;
 use crate::placement::filter::{
     check_static, check_template, template_ami_name, template_cml_version, Requirements, StaticView,
 };
+use crate::placement::{Choice, Fleet, Scoring};
 use crate::session::{LabletSession, SessionState};
 use crate::template::WorkerTemplate;
 use crate::timeslot::{saturating_add, Timestamp};
@@ -127,23 +127,48 @@ fn idle_since(w: &Worker) -> Option<Timestamp> {
 
 type Due<'a> = (&'a LabletSession, Requirements);
 
+/// How the rule places due sessions on its working copy of the fleet: bin-packing with
+/// every dimension weighted 1 (fullest feasible worker after placement first, ties by
+/// worker id), whatever the binder's [`RuntimeSettings::scoring`].
+const SCORING: Scoring = Scoring {
+    strategy: crate::placement::Strategy::BinPack,
+    weights: crate::placement::Weights {
+        cpu: 1,
+        memory: 1,
+        storage: 1,
+        nodes: 1,
+    },
+};
+
+/// A copy of `w` the working fleet may place on: a booting, draining or stopped worker is
+/// counted as RUNNING capacity.
+fn as_running(w: &Worker) -> Worker {
+    let mut c = w.clone();
+    c.state = WorkerState::Running;
+    c
+}
+
+/// Places and commits one due session on the working fleet; whether it fit. The chosen
+/// worker's index is noted in `used`.
+fn bind(fleet: &mut Fleet, used: &mut BTreeSet<usize>, (s, req): &Due<'_>) -> bool {
+    match fleet.place(req) {
+        Ok(c) if fleet.commit(&s.id, &c).is_ok() => {
+            used.insert(c.worker_index);
+            true
+        }
+        _ => false,
+    }
+}
+
 /// Places each item; returns the ones that fit nowhere.
 fn try_all<'a, 'b>(
-    placer: &mut Placer,
+    fleet: &mut Fleet,
     used: &mut BTreeSet<usize>,
     list: Vec<&'b Due<'a>>,
 ) -> Vec<&'b Due<'a>> {
-    let mut left = Vec::new();
-    for item in list {
-        let (s, req) = item;
-        match placer.place(req) {
-            Ok(i) if placer.commit(i, &s.id, req).is_ok() => {
-                used.insert(i);
-            }
-            _ => left.push(item),
-        }
-    }
-    left
+    list.into_iter()
+        .filter(|item| !bind(fleet, used, item))
+        .collect()
 }
 
 /// The highest number used so far in worker ids `<template>-NNNN`, per template (new workers
@@ -175,19 +200,38 @@ pub(crate) fn decide(
         templates.iter().map(|t| (t.name.as_str(), t)).collect();
 
     // Tier 1: RUNNING and booting workers (booting ones count as capacity: no double launch).
-    let mut placer = Placer::new(Vec::new());
+    // `kinds[i]` is the worker at index `i` of the working fleet.
     let mut kinds: Vec<(String, Kind)> = Vec::new();
-    let add = |placer: &mut Placer, kinds: &mut Vec<(String, Kind)>, w: &Worker, k: Kind| {
-        let mut c = w.clone();
-        c.state = WorkerState::Running;
-        placer.add(c);
-        kinds.push((w.id.clone(), k));
-    };
+    let mut ready: Vec<Worker> = Vec::new();
+    let mut ids: BTreeSet<&str> = BTreeSet::new();
     for w in snap.workers.values().map(|v| &v.value) {
-        if w.state == WorkerState::Running || w.state.is_coming_up() {
-            add(&mut placer, &mut kinds, w, Kind::Ready);
+        if (w.state == WorkerState::Running || w.state.is_coming_up()) && ids.insert(&w.id) {
+            ready.push(as_running(w));
+            kinds.push((w.id.clone(), Kind::Ready));
         }
     }
+    let mut fleet = match Fleet::new(ready, SCORING) {
+        Ok(f) => f,
+        // Unreachable: the ids were made unique above.
+        Err(e) => {
+            tracing::warn!(error = %e, "reactive rule: no working fleet");
+            return actions;
+        }
+    };
+    // Adds a later tier's worker; a worker whose id is already in the fleet is left out.
+    let add = |fleet: &mut Fleet, kinds: &mut Vec<(String, Kind)>, w: Worker, k: Kind| {
+        let id = w.id.clone();
+        match fleet.add_worker(w) {
+            Ok(i) => {
+                kinds.push((id, k));
+                Some(i)
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "reactive rule: worker left out");
+                None
+            }
+        }
+    };
     let reqs: Vec<(&LabletSession, Requirements)> = due
         .iter()
         .filter_map(|s| {
@@ -198,7 +242,7 @@ pub(crate) fn decide(
         .collect();
     let mut used: BTreeSet<usize> = BTreeSet::new();
     let mut unfit: Vec<&(&LabletSession, Requirements)> = Vec::new();
-    unfit.extend(try_all(&mut placer, &mut used, reqs.iter().collect()));
+    unfit.extend(try_all(&mut fleet, &mut used, reqs.iter().collect()));
 
     // Tier 2: cancel drains.  Tier 3: start stopped workers of enabled templates.
     for (state, kind) in [
@@ -211,10 +255,10 @@ pub(crate) fn decide(
         for w in snap.workers.values().map(|v| &v.value) {
             let enabled = by_name.get(w.template.as_str()).is_none_or(|t| t.enabled);
             if w.state == state && enabled {
-                add(&mut placer, &mut kinds, w, kind);
+                add(&mut fleet, &mut kinds, as_running(w), kind);
             }
         }
-        unfit = try_all(&mut placer, &mut used, unfit);
+        unfit = try_all(&mut fleet, &mut used, unfit);
     }
 
     // Tier 4: new workers of the cheapest enabled template that fits.
@@ -231,13 +275,11 @@ pub(crate) fn decide(
                 .or_default() += 1;
         }
     }
-    for (s, req) in unfit {
-        if let Ok(i) = placer.place(req) {
-            if placer.commit(i, &s.id, req).is_ok() {
-                used.insert(i);
-                continue;
-            }
+    for item in unfit {
+        if bind(&mut fleet, &mut used, item) {
+            continue;
         }
+        let (s, req) = item;
         let mut best: Option<(&WorkerTemplate, String)> = None;
         for t in templates.iter().filter(|t| t.enabled) {
             let regions: Vec<String> =
@@ -277,11 +319,14 @@ pub(crate) fn decide(
             template_ami_name(t),
         );
         w.node_definitions = node_defs.clone();
-        let i = placer.add(w);
-        kinds.push((id.clone(), Kind::Planned));
         *live.entry((t.name.clone(), region.clone())).or_default() += 1;
-        if placer.commit(i, &s.id, req).is_ok() {
-            used.insert(i);
+        // The session goes to the worker launched for it (its template was checked above).
+        let score = SCORING.score_after(&w.capacity, &w.allocated, &req.load);
+        if let Some(i) = add(&mut fleet, &mut kinds, w, Kind::Planned) {
+            let choice = Choice::new(&fleet.workers()[i], i, score, req);
+            if fleet.commit(&s.id, &choice).is_ok() {
+                used.insert(i);
+            }
         }
         actions.push(ScalingAction::Launch {
             worker_id: id,
