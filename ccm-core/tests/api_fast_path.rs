@@ -12,7 +12,10 @@ use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::resources::Resources;
 use ccm_core::runtime::{Runtime, RuntimeSettings};
 use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{Clock, SpecStore, VirtualClock};
+use ccm_core::store::{
+    Clock, KeyValue, LeaseId, ListResponse, Revision, SpecStore, StateStore, StoreError, Txn,
+    TxnResponse, VirtualClock, WatchStream,
+};
 use ccm_core::template::{parse_templates, WorkerTemplate};
 use ccm_core::timeslot::Timestamp;
 use ccm_core::worker::{Worker, WorkerState};
@@ -365,4 +368,159 @@ async fn a_refresh_carries_over_what_was_booked_while_it_planned() {
         .unwrap_err();
     assert!(matches!(e, ApiError::Rejected(_)), "{e:?}");
     assert_eq!(w.stored().await, 6);
+}
+
+/// A store whose transactions take a varying while (0–3 ms) on their way, so batches sent one
+/// after another are applied out of order, as a busy etcd may; it counts how often a
+/// transaction overtook one sent before it.
+struct Jitter {
+    inner: Arc<MemoryStateStore>,
+    sent: std::sync::atomic::AtomicU64,
+    last_applied: std::sync::Mutex<u64>,
+    overtaken: std::sync::atomic::AtomicU64,
+}
+
+#[async_trait::async_trait]
+impl StateStore for Jitter {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        self.inner.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
+        self.inner.list(prefix).await
+    }
+    async fn put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        lease: Option<LeaseId>,
+    ) -> Result<Revision, StoreError> {
+        self.inner.put(key, value, lease).await
+    }
+    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
+        self.inner.delete(key).await
+    }
+    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        let n = self.sent.fetch_add(1, SeqCst) + 1;
+        // A fixed pseudo-random delay per transaction (splitmix).
+        let mut z = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        tokio::time::sleep(std::time::Duration::from_micros((z >> 33) % 3_000)).await;
+        {
+            let mut last = self.last_applied.lock().unwrap();
+            if n < *last {
+                self.overtaken.fetch_add(1, SeqCst);
+            }
+            *last = (*last).max(n);
+        }
+        self.inner.txn(txn).await
+    }
+    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
+        self.inner.watch(prefix, from).await
+    }
+    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError> {
+        self.inner.grant_lease(ttl).await
+    }
+    async fn keep_alive(&self, lease: LeaseId) -> Result<std::time::Duration, StoreError> {
+        self.inner.keep_alive(lease).await
+    }
+    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
+        self.inner.revoke_lease(lease).await
+    }
+    async fn current_revision(&self) -> Result<Revision, StoreError> {
+        self.inner.current_revision().await
+    }
+}
+
+/// Fast-path batches are sent while earlier ones are on their way and the store applies them
+/// out of order: however they land, exactly what fits is admitted, and binding it all never
+/// over-commits; a second process that admits takes the fast path over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_applied_out_of_order_admit_exactly_what_fits() {
+    let w = world(8).await;
+    let jitter = Arc::new(Jitter {
+        inner: w.state.clone(),
+        sent: Default::default(),
+        last_applied: Default::default(),
+        overtaken: Default::default(),
+    });
+    let on_jitter = |candidate: &str| {
+        let shared: Arc<dyn Clock> = Arc::new(w.clock.clone());
+        Runtime::builder()
+            .state(jitter.clone())
+            .elector(Arc::new(StoreElector::new(w.state.clone(), "/ccm")))
+            .spec(w.spec.clone())
+            .events(Arc::new(RecordingSink::new()))
+            .clock(shared.clone())
+            .provider(Arc::new(SimulatedProvider::new(shared)))
+            .artifacts(w.artifacts.clone())
+            .settings(RuntimeSettings {
+                candidate: candidate.into(),
+                controller_enabled: false,
+                ..RuntimeSettings::default()
+            })
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (on_jitter("a"), on_jitter("b"));
+    // Eight workers of 48 cores, 8 each over one slot: 48 fit. Process a admits the first (its
+    // claim), then 80 more at once, batched and sent while earlier batches are on their way.
+    a.lablets()
+        .book(w.booking(0, Duration::hours(2)))
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 1..81 {
+        let api = a.lablets().clone();
+        let r = w.booking(i, Duration::hours(2));
+        tasks.push(tokio::spawn(async move { api.book(r).await }));
+    }
+    let (mut accepted, mut rejected) = (1, 0);
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(o) => {
+                assert!(o.admission.accepted(), "{:?}", o.admission);
+                accepted += 1;
+            }
+            Err(ApiError::Rejected(_)) => rejected += 1,
+            Err(e) => panic!("unexpected {e}"),
+        }
+    }
+    let c = a.lablets().admission_counts();
+    eprintln!(
+        "accepted {accepted}, rejected {rejected}; process a: fast {}, full {}; overtaken {}",
+        c.fast,
+        c.full,
+        jitter.overtaken.load(std::sync::atomic::Ordering::SeqCst)
+    );
+    assert!(c.fast > 0, "the fast path was not taken: {c:?}");
+    assert!(
+        jitter.overtaken.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no transaction overtook another: the test did not reorder"
+    );
+    assert_eq!((accepted, rejected), (48, 33));
+    // Process b takes the admission over (its full re-plan claims it): a's next booking is
+    // planned afresh, and both refuse once the slot is full.
+    let mut more = w.booking(81, Duration::hours(2));
+    more.timeslot_start = more.timeslot_start.map(|t| t + Duration::hours(3));
+    more.timeslot_end = more.timeslot_end.map(|t| t + Duration::hours(3));
+    b.lablets().book(more.clone()).await.unwrap();
+    let before = a.lablets().admission_counts();
+    more.owner_id = "student-82".into();
+    a.lablets().book(more).await.unwrap();
+    assert_eq!(a.lablets().admission_counts().full, before.full + 1);
+    assert!(b
+        .lablets()
+        .book(w.booking(83, Duration::hours(2)))
+        .await
+        .is_err());
+    assert_eq!(w.stored().await, 50);
+    // Due: the 48 of the first slot are bound, within the eight workers' capacity.
+    w.clock
+        .set(w.clock.now() + Duration::hours(2) - Duration::minutes(35));
+    let step = w.runtime.step().await.unwrap();
+    assert_eq!(step.scheduler.unwrap().bound.len(), 48);
+    for v in w.api().workers().await.unwrap() {
+        assert!(v.allocated.fits_in(&v.capacity), "{v:?}");
+    }
 }

@@ -14,19 +14,24 @@
 //!   Admissions are serialised through the `{prefix}/admission` key: each admitted booking's
 //!   transaction requires the key unchanged since the state was read, so two bookings are
 //!   never admitted on the same view of the capacity, in one process or many.
-//! * **Fast path** ([`admission`]): the plan of the last full admission is kept (for at most
-//!   [`admission::MAX_AGE_SECS`]). Bookings waiting for the admission order are taken together
-//!   (group commit): each is fitted into the kept plan's free capacity over time on a worker
-//!   already billed through its slot, and all of them are written in one transaction that
-//!   fails if the admission key moved (another process admitted) or the record of a worker
-//!   they go to changed since the plan's snapshot (bound to, drained, stopped, lost). A booking
-//!   that does not fit, or any booking after such a failure, gets the full re-plan on the live
-//!   state, whose plan is kept for the next ones. Only the full re-plan refuses.
+//! * **Fast path** ([`admission`]): an admission plan of the live state is kept (for at most
+//!   [`admission::MAX_AGE_SECS`]; refreshed in the background once it is
+//!   [`REFRESH_AFTER_SECS`] old, see [`Lablets::warm`]). Bookings waiting for the admission
+//!   order are taken together (group commit): each is fitted into the kept plan's free
+//!   capacity over time on a worker already billed through its slot, and all of them are
+//!   written in one transaction that fails if this process no longer holds the admission
+//!   owner key (another process admitted in full and claimed it) or the record of a worker
+//!   they go to changed since the plan's snapshot (bound to, drained, stopped, lost). Up to
+//!   [`MAX_IN_FLIGHT`] such batches are on their way at once, applied by the store in any
+//!   order. A booking that does not fit, or one of a batch not written, gets the full re-plan
+//!   on the live state, whose plan is kept for the next ones. Only the full re-plan refuses.
 //! * **Cancel** frees the session's capacity and ports in the same transaction as the state
 //!   change, guarded by both keys' revisions.
 //!
 //! Keys added to the layout of [`crate::runtime::keys`]: `{prefix}/admission` (the admission
-//! guard) and `{prefix}/idempotency/{sha256 of the key}` (the booking a key made).
+//! guard, written by every admission), `{prefix}/admission-owner` (the claim of the process
+//! whose fast path may admit) and `{prefix}/idempotency/{sha256 of the key}` (the booking a key
+//! made).
 
 pub mod admission;
 pub mod decide;
@@ -68,6 +73,10 @@ const MAX_BATCH: usize = 48;
 /// background, so the fast path stays open under a steady stream of bookings (a plan is kept
 /// for at most [`admission::MAX_AGE_SECS`]).
 pub const REFRESH_AFTER_SECS: i64 = 1;
+/// Fast-path batches on their way to the store at once: the next batch is fitted and sent
+/// while earlier ones are still being written. Each is guarded on the admission owner (this
+/// process's claim), not on the batch before it, so the store may apply them in any order.
+pub const MAX_IN_FLIGHT: usize = 4;
 /// `Inner::made_at` when no plan is kept.
 const NO_PLAN: i64 = i64::MIN;
 
@@ -202,6 +211,8 @@ struct Inner {
     made_at: std::sync::atomic::AtomicI64,
     /// A background refresh of the kept plan is running.
     refreshing: std::sync::atomic::AtomicBool,
+    /// Permits for fast-path batches on their way to the store.
+    in_flight: Arc<tokio::sync::Semaphore>,
 }
 
 /// How this process admitted bookings so far (see [`Lablets::admission_counts`]).
@@ -227,12 +238,17 @@ struct AdmissionState {
     generation: u64,
     /// The fast path's commits since the running refresh started (`None`: none running).
     since_refresh: Option<Vec<Committed>>,
+    /// Fast-path batches sent and not answered yet, by sequence number.
+    in_flight: std::collections::BTreeMap<u64, Vec<admission::Carried>>,
+    /// Fast-path batches sent so far (the last one's sequence number).
+    sent: u64,
 }
 
 /// An admission plan of the live state (see [`Lablets::warm`]).
 struct LivePlan {
-    /// The admission key's `mod_revision`, read before the snapshot.
+    /// The admission key's `mod_revision` and the admission owner, read before the snapshot.
     guard: Revision,
+    owner: Option<Vec<u8>>,
     /// The snapshot's revision.
     revision: Revision,
     plan: admission::AdmissionPlan,
@@ -250,8 +266,11 @@ struct Committed {
 /// The last admission plan and what it was made from.
 struct Cached {
     plan: admission::AdmissionPlan,
-    /// The admission key's `mod_revision` after the last admission under it.
-    guard: Revision,
+    /// This process's claim on the admission owner key: a batch fitted into this plan is
+    /// written only if the key still holds it. Every full admission and every refresh that
+    /// found another owner writes a claim of its own (a new id), so an unchanged owner means
+    /// every admission since was this process's fast path, which the plan holds.
+    claim: Vec<u8>,
     /// The templates it was planned with.
     templates: Vec<WorkerTemplate>,
 }
@@ -295,6 +314,7 @@ impl Lablets {
                 refreshed: Default::default(),
                 made_at: std::sync::atomic::AtomicI64::new(NO_PLAN),
                 refreshing: Default::default(),
+                in_flight: Arc::new(tokio::sync::Semaphore::new(MAX_IN_FLIGHT)),
             }),
         }
     }
@@ -316,6 +336,12 @@ impl Lablets {
 
     fn admission_key(&self) -> String {
         format!("{}/admission", self.ctx().keys.prefix())
+    }
+
+    /// Who may admit by the fast path: the claim of the process that admitted in full (or
+    /// refreshed its plan) last.
+    fn owner_key(&self) -> String {
+        format!("{}/admission-owner", self.ctx().keys.prefix())
     }
 
     fn idempotency_key(&self, key: &str) -> String {
@@ -807,7 +833,8 @@ impl Lablets {
         let mut st = self.inner.admission.lock().await;
         let since = st.since_refresh.take().unwrap_or_default();
         let LivePlan {
-            mut guard,
+            guard,
+            owner,
             revision: snapshot_revision,
             mut plan,
             templates,
@@ -815,19 +842,48 @@ impl Lablets {
         if st.generation != generation {
             return Ok(false);
         }
-        // The admission key's revision after the last commit under it; what the snapshot did
-        // not read is carried over.
-        guard = since.iter().map(|c| c.revision).fold(guard, Revision::max);
-        let unread = since
+        // The fast path's batches since the start, and those on their way: what the snapshot
+        // did not read of them is carried over — the committed ones by revision, the ones still
+        // on their way unless the plan holds them.
+        let held: std::collections::BTreeSet<&str> =
+            plan.prior().iter().map(|p| p.session_id.as_str()).collect();
+        let unread: Vec<admission::Carried> = since
             .iter()
             .filter(|c| c.revision > snapshot_revision)
-            .map(|c| &c.booking);
-        if plan.carry(unread, &self.ctx().settings).is_none() {
+            .map(|c| &c.booking)
+            .chain(
+                st.in_flight
+                    .values()
+                    .flatten()
+                    .filter(|b| !held.contains(b.session.id.as_str())),
+            )
+            .cloned()
+            .collect();
+        if plan.carry(&unread, &self.ctx().settings).is_none() {
             return Ok(false);
         }
+        // Still this process's claim: every admission since the owner was read is ours, and
+        // the plan holds them. Otherwise claim it, if nobody admitted since the snapshot's guard
+        // (this process's own fast path does not run on another's claim).
+        let ours = st
+            .cache
+            .as_ref()
+            .is_some_and(|c| owner.as_deref() == Some(c.claim.as_slice()));
+        let claim = if ours {
+            owner.unwrap_or_default()
+        } else {
+            let claim = uuid::Uuid::new_v4().to_string().into_bytes();
+            let txn = Txn::new()
+                .when(Compare::unchanged_since(self.admission_key(), guard))
+                .put(self.owner_key(), claim.clone());
+            if !self.ctx().state.txn(txn).await?.succeeded {
+                return Ok(false);
+            }
+            claim
+        };
         st.cache = Some(Cached {
             plan,
-            guard,
+            claim,
             templates,
         });
         self.kept(&st);
@@ -848,6 +904,7 @@ impl Lablets {
             .get(&self.admission_key())
             .await?
             .map_or(0, |kv| kv.mod_revision);
+        let owner = ctx.state.get(&self.owner_key()).await?.map(|kv| kv.value);
         let snap = crate::runtime::snapshot::load(ctx).await?;
         let templates = ctx.spec.list_templates().await?;
         let now = self.now();
@@ -864,6 +921,7 @@ impl Lablets {
         .map_err(|e| ApiError::Backend(format!("planning the admission plan failed: {e}")))?;
         Ok(LivePlan {
             guard,
+            owner,
             revision,
             plan,
             templates,
@@ -883,7 +941,7 @@ impl Lablets {
         // and a batch that wrote nothing only over-reserves until the next refresh.
         let Cached {
             mut plan,
-            guard,
+            claim,
             templates,
         } = cache;
         let mut keys = std::collections::BTreeSet::new();
@@ -914,13 +972,16 @@ impl Lablets {
         if fast.is_empty() {
             st.cache = Some(Cached {
                 plan,
-                guard,
+                claim,
                 templates,
             });
             return slow;
         }
         let akey = self.admission_key();
-        let mut txn = Txn::new().when(Compare::unchanged_since(akey.clone(), guard));
+        let mut txn = Txn::new().when(Compare::Value {
+            key: self.owner_key(),
+            value: claim.clone(),
+        });
         // The workers these bookings go to are as the plan saw them (not bound to, drained,
         // stopped or lost since).
         for h in hosts.iter().filter_map(|&i| plan.hosts().get(i)) {
@@ -962,34 +1023,73 @@ impl Lablets {
         if written.is_empty() {
             st.cache = Some(Cached {
                 plan,
-                guard,
+                claim,
                 templates,
             });
             return slow;
         }
+        // Sent now; answered by its own task, so the next batch is fitted while this one is on
+        // its way (at most MAX_IN_FLIGHT of them); the plan already holds it. The admission key
+        // is written all the same: a full admission planning meanwhile (here or elsewhere) must
+        // see that the state moved under its snapshot.
         let txn = txn.put(akey, last.into_bytes());
-        match ctx.state.txn(txn).await {
+        let permit = match self.inner.in_flight.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => {
+                // Never closed; answer by the full re-plan rather than not at all.
+                slow.extend(written.into_iter().map(|(w, _, _)| w));
+                return slow;
+            }
+        };
+        st.sent = st.sent.wrapping_add(1);
+        let seq = st.sent;
+        st.in_flight.insert(
+            seq,
+            written
+                .iter()
+                .map(|(w, _, host)| admission::Carried {
+                    session: w.session.clone(),
+                    def: w.def.clone(),
+                    host: host.clone(),
+                    now: w.now,
+                })
+                .collect(),
+        );
+        let generation = st.generation;
+        st.cache = Some(Cached {
+            plan,
+            claim,
+            templates,
+        });
+        let me = self.clone();
+        tokio::spawn(async move {
+            let result = me.ctx().state.txn(txn).await;
+            // Released before the answer takes the admission order: the batch after this one
+            // may be waiting for the permit with the order held.
+            drop(permit);
+            me.answer_batch(seq, generation, written, result).await;
+        });
+        slow
+    }
+
+    /// Answers a fast-path batch once the store has: each booking admitted, or — when the
+    /// batch was not written (another process admitted first, a worker it used changed, an
+    /// idempotency key was taken, or a batch before it was not written) — given the full
+    /// re-plan; the kept plan, which holds the batch, is dropped unless a newer one replaced it.
+    async fn answer_batch(
+        &self,
+        seq: u64,
+        generation: u64,
+        written: Vec<(Waiting, Admission, String)>,
+        result: Result<crate::store::TxnResponse, StoreError>,
+    ) {
+        let ctx = self.ctx();
+        match result {
             Ok(resp) if resp.succeeded => {
-                st.cache = Some(Cached {
-                    plan,
-                    guard: resp.revision,
-                    templates,
-                });
                 self.inner
                     .fast
                     .fetch_add(written.len() as u64, std::sync::atomic::Ordering::Relaxed);
-                for (w, admission, host) in written {
-                    if let Some(since) = &mut st.since_refresh {
-                        since.push(Committed {
-                            revision: resp.revision,
-                            booking: admission::Carried {
-                                session: w.session.clone(),
-                                def: w.def.clone(),
-                                host,
-                                now: w.now,
-                            },
-                        });
-                    }
+                for (w, admission, _) in written {
                     ctx.emit(CcmEvent::session(&w.session), w.now).await;
                     let _ = w.reply.send(Ok(BookingOutcome {
                         queued: false,
@@ -999,25 +1099,45 @@ impl Lablets {
                         dry_run: false,
                     }));
                 }
-            }
-            Ok(_) => {
-                // Another process admitted first, a worker used changed, or an idempotency key
-                // was taken meanwhile.
-                tracing::debug!("the store moved under the kept admission plan; planning again");
-                st.previous = plan.prior().to_vec();
-                st.generation += 1;
-                slow.extend(written.into_iter().map(|(w, _, _)| w));
-            }
-            Err(e) => {
-                st.previous = plan.prior().to_vec();
-                st.generation += 1;
-                let e = ApiError::from(e);
-                for (w, _, _) in written {
-                    let _ = w.reply.send(Err(e.clone()));
+                // Answered first; then a refresh learns it was written.
+                let mut st = self.inner.admission.lock().await;
+                let batch = st.in_flight.remove(&seq).unwrap_or_default();
+                if let Some(since) = &mut st.since_refresh {
+                    since.extend(batch.into_iter().map(|booking| Committed {
+                        revision: resp.revision,
+                        booking,
+                    }));
                 }
             }
+            other => {
+                let mut st = self.inner.admission.lock().await;
+                st.in_flight.remove(&seq);
+                if st.generation == generation {
+                    if let Some(c) = st.cache.take() {
+                        st.previous = c.plan.prior().to_vec();
+                    }
+                    st.generation += 1;
+                }
+                match other {
+                    Ok(_) => {
+                        tracing::debug!(
+                            "the store moved under the kept admission plan; planning again"
+                        );
+                        for (w, _, _) in written {
+                            let answer = self.admit_full(&mut st, &w).await;
+                            let _ = w.reply.send(answer);
+                        }
+                    }
+                    Err(e) => {
+                        let e = ApiError::from(e);
+                        for (w, _, _) in written {
+                            let _ = w.reply.send(Err(e.clone()));
+                        }
+                    }
+                }
+                self.kept(&st);
+            }
         }
-        slow
     }
 
     /// The full re-plan of one booking (the live state plus this booking), written with the
@@ -1057,7 +1177,9 @@ impl Lablets {
                 .when(Compare::unchanged_since(akey.clone(), guard))
                 .when(Compare::Missing { key: skey.clone() })
                 .put(skey.clone(), codec::encode(&skey, &w.session)?)
-                .put(akey.clone(), w.session.id.clone().into_bytes());
+                .put(akey.clone(), w.session.id.clone().into_bytes())
+                // This process's claim: its fast path may admit under the plan it keeps.
+                .put(self.owner_key(), w.session.id.clone().into_bytes());
             if let Some((k, fingerprint)) = &w.idem {
                 let rec = IdempotencyRecord {
                     session_id: w.session.id.clone(),
@@ -1075,7 +1197,7 @@ impl Lablets {
                 // snapshot guard them.
                 st.cache = Some(Cached {
                     plan: admission::AdmissionPlan::new(&plan, &input, &snap),
-                    guard: resp.revision,
+                    claim: w.session.id.clone().into_bytes(),
                     templates: w.templates.clone(),
                 });
                 st.generation += 1;
