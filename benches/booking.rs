@@ -12,7 +12,7 @@
 //!   create-if-absent transaction each, 16 in flight — the store's floor without admission.
 //!
 //! Besides criterion's medians it prints the p50/p99 latency of one booking from a run of
-//! 4,000 (a few seconds: longer than the kept admission plan's shelf life, so its background
+//! 12,000 onto 60 workers (a few seconds: longer than the kept admission plan's shelf life, so its background
 //! refresh is part of it), the bookings/s of that run, how many of them the admission fast
 //! path took (the rest had the full re-plan) and how many plans were refreshed meanwhile. Target (issue: lablet API): ≥ 1,000 bookings/s with
 //! p99 < 20 ms on the 2-core machine.
@@ -40,10 +40,12 @@ const BOOKED: usize = 100;
 const BOOKINGS: usize = 200;
 const IN_FLIGHT: usize = 16;
 /// Bookings of the latency run: long enough (a few seconds) to outlive the kept admission
-/// plan's shelf life, so the background refresh is part of what is measured.
-/// (Spread over 16 hours: with the lab's instantiation at most ~330 at once, within the 20
-/// workers' 400 CML nodes.)
-const RUN: usize = 4_000;
+/// plan's shelf life several times, so its background refreshes are part of what is measured;
+/// spread over 16 hours onto [`RUN_WORKERS`] workers (with the lab's instantiation at most
+/// ~950 at once, within their 1,200 CML nodes).
+const RUN: usize = 12_000;
+/// Workers of the latency run.
+const RUN_WORKERS: usize = 60;
 /// Quarter hours the bookings are spread over (8 hours).
 const DAY: usize = 32;
 
@@ -64,7 +66,8 @@ struct Bench {
     _runtime: Runtime,
 }
 
-async fn world(tag: &str) -> Bench {
+/// A store with `workers` RUNNING workers and [`BOOKED`] sessions booked.
+async fn world(tag: &str, workers: usize) -> Bench {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
@@ -83,7 +86,7 @@ async fn world(tag: &str) -> Bench {
     .expect("seed templates");
     let spec = Arc::new(MemorySpecStore::new());
     spec.seed_templates(&templates).await.expect("seed");
-    for i in 0..WORKERS {
+    for i in 0..workers {
         let mut w = Worker::from_template(
             format!("w{i:03}"),
             &templates[0],
@@ -205,7 +208,7 @@ fn bench(c: &mut Criterion) {
     let rt = tokio_two_workers();
     // One long run for the latency distribution.
     let (mut lat, secs, counts) = rt.block_on(async {
-        let b = world("latency").await;
+        let b = world("latency", RUN_WORKERS).await;
         let before = b.lablets.admission_counts();
         let t = Instant::now();
         let lat = book_all(&b, RUN, "run", 2 * DAY).await;
@@ -223,7 +226,7 @@ fn bench(c: &mut Criterion) {
     });
     lat.sort();
     let (mut raw, raw_secs) = rt.block_on(async {
-        let b = world("raw-latency").await;
+        let b = world("raw-latency", WORKERS).await;
         let t = Instant::now();
         let lat = raw_put(&b, 1_000).await;
         (lat, t.elapsed().as_secs_f64())
@@ -236,7 +239,7 @@ fn bench(c: &mut Criterion) {
         1_000.0 / raw_secs
     );
     println!(
-        "booking latency over {RUN} admitted bookings ({IN_FLIGHT} in flight, {WORKERS} workers, {secs:.1} s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} bookings/s; fast path {}, full re-plan {}, plans refreshed in the background {}",
+        "booking latency over {RUN} admitted bookings ({IN_FLIGHT} in flight, {RUN_WORKERS} workers, {secs:.1} s): p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {:.0} bookings/s; fast path {}, full re-plan {}, plans refreshed in the background {}",
         percentile(&lat, 0.50).as_secs_f64() * 1e3,
         percentile(&lat, 0.99).as_secs_f64() * 1e3,
         lat.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
@@ -253,7 +256,7 @@ fn bench(c: &mut Criterion) {
         bch.iter_custom(|iters| {
             rt.block_on(timed_rounds(
                 iters,
-                async || world("admitted").await,
+                async || world("admitted", WORKERS).await,
                 async |b| book_all(b, BOOKINGS, "bench", DAY).await,
                 async |_, _| {},
             ))
@@ -263,7 +266,7 @@ fn bench(c: &mut Criterion) {
         bch.iter_custom(|iters| {
             rt.block_on(timed_rounds(
                 iters,
-                async || world("raw").await,
+                async || world("raw", WORKERS).await,
                 async |b| raw_put(b, BOOKINGS).await,
                 async |_, _| {},
             ))
