@@ -1,68 +1,31 @@
 //! Embedding ccm-core in another service that keeps its OWN store.
 //!
-//! The host service here wraps the in-memory state store behind its own type
-//! (`AuditedStore`), which counts every transaction it commits — the place where a real
-//! service would add its own persistence, tracing or tenancy. ccm's scheduler runs on it
-//! through the `StateStore` trait. Everything goes through the typed lablet API
+//! The host service here wraps the in-memory state store in its own layer (`Audit`, an
+//! `Interceptor` around the store), which counts every write it commits — the place where a
+//! real service would add its own tracing or tenancy (or implement `StateStore` itself over its
+//! own persistence). ccm's scheduler runs on it through the `StateStore` trait. Everything goes through the typed lablet API
 //! (`runtime.lablets()`): the definition is registered with its lab YAML, seven sessions are
 //! booked (each admitted by the planner), the scheduler places them on two workers and the
 //! program prints where each one landed.
 //!
 //! Run: `cargo run -p ccm-examples --example embed`
 
-use async_trait::async_trait;
 use ccm_core::prelude::*;
 use chrono::{Duration, TimeZone, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-/// The host service's own store: delegates to an inner store and counts committed writes.
-struct AuditedStore {
-    inner: MemoryStateStore,
+/// The host service's own layer around the store: counts committed writes.
+#[derive(Default)]
+struct Audit {
     committed: AtomicU64,
 }
 
-#[async_trait]
-impl StateStore for AuditedStore {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.committed.fetch_add(1, Ordering::Relaxed);
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
-        let r = self.inner.txn(txn).await?;
-        if r.succeeded {
+impl Interceptor for Audit {
+    fn written(&self, ok: bool) {
+        if ok {
             self.committed.fetch_add(1, Ordering::Relaxed);
         }
-        Ok(r)
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<std::time::Duration, StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
-    }
-    async fn current_revision(&self) -> Result<Revision, StoreError> {
-        self.inner.current_revision().await
     }
 }
 
@@ -106,10 +69,10 @@ async fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("bad date"))?;
     let clock = VirtualClock::new(t0);
     let shared: Arc<dyn Clock> = Arc::new(clock.clone());
-    let store = Arc::new(AuditedStore {
-        inner: MemoryStateStore::new(shared.clone()),
-        committed: AtomicU64::new(0),
-    });
+    let store = Arc::new(Intercepted::new(
+        Arc::new(MemoryStateStore::new(shared.clone())),
+        Audit::default(),
+    ));
     let spec = Arc::new(MemorySpecStore::new());
     let templates = seed_templates()?;
     spec.seed_templates(&templates).await?;

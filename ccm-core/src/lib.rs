@@ -68,6 +68,7 @@ pub mod prelude {
     pub use crate::runtime::{Runtime, RuntimeBuilder, RuntimeError, RuntimeSettings};
     pub use crate::session::{LabletSession, SessionState};
     pub use crate::store::elector::StoreElector;
+    pub use crate::store::intercept::{Intercepted, Interceptor};
     pub use crate::store::{
         Clock, KeyValue, LeaseId, ListResponse, Revision, SpecStore, StateStore, StoreError,
         SystemClock, Txn, TxnResponse, VirtualClock, WatchStream,

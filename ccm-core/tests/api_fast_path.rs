@@ -12,10 +12,8 @@ use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::resources::Resources;
 use ccm_core::runtime::{Runtime, RuntimeSettings};
 use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{
-    Clock, KeyValue, LeaseId, ListResponse, Revision, SpecStore, StateStore, StoreError, Txn,
-    TxnResponse, VirtualClock, WatchStream,
-};
+use ccm_core::store::intercept::{Intercepted, Interceptor};
+use ccm_core::store::{Clock, SpecStore, StateStore, StoreError, Txn, VirtualClock};
 use ccm_core::template::{parse_templates, WorkerTemplate};
 use ccm_core::timeslot::Timestamp;
 use ccm_core::worker::{Worker, WorkerState};
@@ -370,65 +368,31 @@ async fn a_refresh_carries_over_what_was_booked_while_it_planned() {
     assert_eq!(w.stored().await, 6);
 }
 
-/// A store whose transactions take a varying while (0–3 ms) on their way, so batches sent one
-/// after another are applied out of order, as a busy etcd may; it counts how often a
-/// transaction overtook one sent before it.
+/// Transactions that take a varying while (0–3 ms) on their way, so batches sent one after
+/// another are applied out of order, as a busy etcd may; counts how often a transaction
+/// overtook one sent before it.
+#[derive(Default)]
 struct Jitter {
-    inner: Arc<MemoryStateStore>,
     sent: std::sync::atomic::AtomicU64,
     last_applied: std::sync::Mutex<u64>,
     overtaken: std::sync::atomic::AtomicU64,
 }
 
 #[async_trait::async_trait]
-impl StateStore for Jitter {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+impl Interceptor for Jitter {
+    async fn before_txn(&self, _inner: &dyn StateStore, _txn: &Txn) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
         let n = self.sent.fetch_add(1, SeqCst) + 1;
         // A fixed pseudo-random delay per transaction (splitmix).
         let mut z = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         tokio::time::sleep(std::time::Duration::from_micros((z >> 33) % 3_000)).await;
-        {
-            let mut last = self.last_applied.lock().unwrap();
-            if n < *last {
-                self.overtaken.fetch_add(1, SeqCst);
-            }
-            *last = (*last).max(n);
+        let mut last = self.last_applied.lock().unwrap();
+        if n < *last {
+            self.overtaken.fetch_add(1, SeqCst);
         }
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<std::time::Duration, StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
-    }
-    async fn current_revision(&self) -> Result<Revision, StoreError> {
-        self.inner.current_revision().await
+        *last = (*last).max(n);
+        Ok(())
     }
 }
 
@@ -438,12 +402,7 @@ impl StateStore for Jitter {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_applied_out_of_order_admit_exactly_what_fits() {
     let w = world(8).await;
-    let jitter = Arc::new(Jitter {
-        inner: w.state.clone(),
-        sent: Default::default(),
-        last_applied: Default::default(),
-        overtaken: Default::default(),
-    });
+    let jitter = Arc::new(Intercepted::new(w.state.clone(), Jitter::default()));
     let on_jitter = |candidate: &str| {
         let shared: Arc<dyn Clock> = Arc::new(w.clock.clone());
         Runtime::builder()

@@ -12,43 +12,33 @@ use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::runtime::{Runtime, RuntimeError, RuntimeSettings};
 use ccm_core::session::SessionState;
 use ccm_core::store::elector::StoreElector;
-use ccm_core::store::{
-    KeyValue, LeaseId, ListResponse, Revision, SpecStore, StateStore, StoreError, Txn, TxnResponse,
-    VirtualClock, WatchStream,
-};
+use ccm_core::store::intercept::{Intercepted, Interceptor};
+use ccm_core::store::{SpecStore, StateStore, StoreError, Txn, VirtualClock};
 use ccm_core::worker::WorkerState;
 use chrono::Duration;
 use runtime_common::*;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// A state store that delegates to a [`MemoryStateStore`], and can be told to panic on the
-/// next listing (a bug reachable from stored data) or to move one key just before the next
+/// Faults around a [`MemoryStateStore`]: panic on the next listing (a bug reachable from
+/// stored data), a listing that never answers, or one key moved just before the next
 /// transaction (a concurrent writer).
-struct Faulty {
-    inner: Arc<MemoryStateStore>,
+#[derive(Default)]
+struct Faults {
     panic_on_list: AtomicBool,
     hang_on_list: AtomicBool,
     bump_before_txn: Mutex<Option<String>>,
 }
 
-impl Faulty {
-    fn new(inner: Arc<MemoryStateStore>) -> Arc<Self> {
-        Arc::new(Faulty {
-            inner,
-            panic_on_list: AtomicBool::new(false),
-            hang_on_list: AtomicBool::new(false),
-            bump_before_txn: Mutex::new(None),
-        })
-    }
+type Faulty = Intercepted<Faults>;
+
+fn faulty(inner: Arc<MemoryStateStore>) -> Arc<Faulty> {
+    Arc::new(Intercepted::new(inner, Faults::default()))
 }
 
 #[async_trait]
-impl StateStore for Faulty {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
+impl Interceptor for Faults {
+    async fn before_list(&self, _inner: &dyn StateStore, prefix: &str) {
         if self.panic_on_list.load(Ordering::SeqCst) {
             panic!("injected: listing {prefix} panics");
         }
@@ -56,41 +46,14 @@ impl StateStore for Faulty {
             // A call that never answers (a peer that accepted the connection and went quiet).
             futures::future::pending::<()>().await;
         }
-        self.inner.list(prefix).await
     }
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+    async fn before_txn(&self, inner: &dyn StateStore, _txn: &Txn) -> Result<(), StoreError> {
         let bump = self.bump_before_txn.lock().unwrap().take();
         if let Some(key) = bump {
-            let kv = self.inner.get(&key).await?.expect("bumped key exists");
-            self.inner.put(&key, kv.value, None).await?;
+            let kv = inner.get(&key).await?.expect("bumped key exists");
+            inner.put(&key, kv.value, None).await?;
         }
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: std::time::Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<std::time::Duration, StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
-    }
-    async fn current_revision(&self) -> Result<Revision, StoreError> {
-        self.inner.current_revision().await
+        Ok(())
     }
 }
 
@@ -143,7 +106,7 @@ async fn failure_within(w: &World, rt: &Runtime, secs: u32) -> Option<String> {
 async fn a_panicking_loop_resigns_its_leadership_and_a_standby_takes_over() {
     let w = World::new().await;
     w.add_worker("w1").await;
-    let faulty = Faulty::new(w.store.clone());
+    let faulty = faulty(w.store.clone());
     let a_rt = runtime_on(&w, faulty.clone(), World::settings_keep_fleet("a"));
     let a = a_rt.clone().spawn();
     eventually("a leads both loops", || async {
@@ -207,7 +170,7 @@ async fn a_panicking_loop_resigns_its_leadership_and_a_standby_takes_over() {
 async fn a_stalled_loop_gives_its_leadership_up_after_the_pass_limit() {
     let w = World::new().await;
     w.add_worker("w1").await;
-    let faulty = Faulty::new(w.store.clone());
+    let faulty = faulty(w.store.clone());
     let settings = World::settings_keep_fleet("a");
     let limit = settings.max_pass_duration;
     let a_rt = runtime_on(&w, faulty.clone(), settings);
@@ -410,7 +373,7 @@ async fn a_session_whose_key_and_id_disagree_is_refused_and_the_rest_bind() {
 async fn a_conflict_on_one_session_leaves_it_out_and_commits_the_rest() {
     let w = World::new().await;
     w.add_worker("w1").await;
-    let faulty = Faulty::new(w.store.clone());
+    let faulty = faulty(w.store.clone());
     let rt = runtime_on(&w, faulty.clone(), World::settings_keep_fleet("a"));
     for i in 0..4 {
         w.add_session(&format!("s{i}"), None).await;

@@ -4,18 +4,14 @@
 mod runtime_common;
 
 use async_trait::async_trait;
-use ccm_core::memory::state::MemoryStateStore;
 use ccm_core::resources::Load;
 use ccm_core::session::SessionState;
-use ccm_core::store::{
-    KeyValue, LeaseId, ListResponse, Revision, StateStore, StoreError, Txn, TxnResponse,
-    WatchStream,
-};
+use ccm_core::store::intercept::{Intercepted, Interceptor};
+use ccm_core::store::{StateStore, StoreError, Txn};
 use runtime_common::*;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 async fn fill(w: &World, workers: usize, sessions: usize) {
     for i in 0..workers {
@@ -157,55 +153,22 @@ async fn small_transaction_limit_still_binds_everything() {
     assert_consistent(&w).await;
 }
 
-/// A store that lets a rival write a worker key just before the scheduler's first transaction.
+/// A rival that writes a worker key just before the scheduler's first transaction.
 struct Meddling {
-    inner: Arc<MemoryStateStore>,
     key: String,
     txns: AtomicUsize,
 }
 
 #[async_trait]
-impl StateStore for Meddling {
-    async fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
-        self.inner.get(key).await
-    }
-    async fn list(&self, prefix: &str) -> Result<ListResponse, StoreError> {
-        self.inner.list(prefix).await
-    }
-    async fn put(
-        &self,
-        key: &str,
-        value: Vec<u8>,
-        lease: Option<LeaseId>,
-    ) -> Result<Revision, StoreError> {
-        self.inner.put(key, value, lease).await
-    }
-    async fn delete(&self, key: &str) -> Result<bool, StoreError> {
-        self.inner.delete(key).await
-    }
-    async fn txn(&self, txn: Txn) -> Result<TxnResponse, StoreError> {
+impl Interceptor for Meddling {
+    async fn before_txn(&self, inner: &dyn StateStore, txn: &Txn) -> Result<(), StoreError> {
         let is_binding = txn.success.len() > 1;
         if is_binding && self.txns.fetch_add(1, Ordering::SeqCst) == 0 {
             // Rewrite the worker unchanged: only its mod_revision moves.
-            let kv = self.inner.get(&self.key).await?.expect("worker exists");
-            self.inner.put(&self.key, kv.value, None).await?;
+            let kv = inner.get(&self.key).await?.expect("worker exists");
+            inner.put(&self.key, kv.value, None).await?;
         }
-        self.inner.txn(txn).await
-    }
-    async fn watch(&self, prefix: &str, from: Revision) -> Result<WatchStream, StoreError> {
-        self.inner.watch(prefix, from).await
-    }
-    async fn grant_lease(&self, ttl: Duration) -> Result<LeaseId, StoreError> {
-        self.inner.grant_lease(ttl).await
-    }
-    async fn keep_alive(&self, lease: LeaseId) -> Result<Duration, StoreError> {
-        self.inner.keep_alive(lease).await
-    }
-    async fn revoke_lease(&self, lease: LeaseId) -> Result<(), StoreError> {
-        self.inner.revoke_lease(lease).await
-    }
-    async fn current_revision(&self) -> Result<Revision, StoreError> {
-        self.inner.current_revision().await
+        Ok(())
     }
 }
 
@@ -213,11 +176,13 @@ impl StateStore for Meddling {
 async fn a_conflict_is_reread_and_retried() {
     let w = World::new().await;
     fill(&w, 2, 5).await;
-    let meddling = Arc::new(Meddling {
-        inner: w.store.clone(),
-        key: w.keys.worker("w000"),
-        txns: AtomicUsize::new(0),
-    });
+    let meddling = Arc::new(Intercepted::new(
+        w.store.clone(),
+        Meddling {
+            key: w.keys.worker("w000"),
+            txns: AtomicUsize::new(0),
+        },
+    ));
     let elector = Arc::new(ccm_core::store::elector::StoreElector::new(
         w.store.clone(),
         "/ccm",

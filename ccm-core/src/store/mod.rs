@@ -7,6 +7,7 @@ pub mod artifact;
 pub mod clock;
 pub mod elector;
 pub mod events;
+pub mod intercept;
 pub mod lab;
 pub mod leader;
 pub mod provider;
