@@ -43,9 +43,9 @@ struct World {
     templates: Vec<WorkerTemplate>,
 }
 
-fn runtime_on(
+fn runtime_on<S: StateStore + 'static>(
     clock: &VirtualClock,
-    state: &Arc<MemoryStateStore>,
+    state: &Arc<S>,
     spec: &Arc<MemorySpecStore>,
     artifacts: &Arc<MemoryArtifactStore>,
     candidate: &str,
@@ -403,24 +403,8 @@ impl Interceptor for Jitter {
 async fn batches_applied_out_of_order_admit_exactly_what_fits() {
     let w = world(8).await;
     let jitter = Arc::new(Intercepted::new(w.state.clone(), Jitter::default()));
-    let on_jitter = |candidate: &str| {
-        let shared: Arc<dyn Clock> = Arc::new(w.clock.clone());
-        Runtime::builder()
-            .state(jitter.clone())
-            .elector(Arc::new(StoreElector::new(w.state.clone(), "/ccm")))
-            .spec(w.spec.clone())
-            .events(Arc::new(RecordingSink::new()))
-            .clock(shared.clone())
-            .provider(Arc::new(SimulatedProvider::new(shared)))
-            .artifacts(w.artifacts.clone())
-            .settings(RuntimeSettings {
-                candidate: candidate.into(),
-                controller_enabled: false,
-                ..RuntimeSettings::default()
-            })
-            .build()
-            .unwrap()
-    };
+    let on_jitter =
+        |candidate: &str| runtime_on(&w.clock, &jitter, &w.spec, &w.artifacts, candidate);
     let (a, b) = (on_jitter("a"), on_jitter("b"));
     // Eight workers of 48 cores, 8 each over one slot: 48 fit. Process a admits the first (its
     // claim), then 80 more at once, batched and sent while earlier batches are on their way.
