@@ -273,6 +273,10 @@ pub struct ControllerSettings {
     /// `CONTROLLER_SESSION_RETENTION_HOURS` (default 24; 0 = keep for ever; ccm's addition):
     /// a session ended longer ago is archived to the spec store's history and deleted from etcd.
     pub session_retention_hours: u32,
+    /// `CONTROLLER_FLEET_RESYNC_MINUTES` (default 5; ccm's addition): every instance is read
+    /// against the worker records this often (and at each new term), so a lost provider event or
+    /// an order the cloud did not carry out is caught.
+    pub fleet_resync_minutes: u32,
 }
 
 /// Lab loop settings (ccm's addition).
@@ -297,6 +301,9 @@ pub struct LabletSettings {
     pub keep_wiped_labs_per_worker: u32,
     /// `LABLET_CML_URL_TEMPLATE` (default `https://{worker}`): a worker's CML base URL.
     pub cml_url_template: String,
+    /// `LABLET_ORDER_TIMEOUT_MINUTES` (default 3): a stop or wipe ordered on CML and not seen
+    /// done after this long is ordered again.
+    pub order_timeout_minutes: u32,
 }
 
 /// Every setting of ccm.
@@ -369,6 +376,7 @@ const VARIABLES: &[&str] = &[
     "CONTROLLER_SCALING_POLICY",
     "CONTROLLER_MIN_WARM_WORKERS",
     "CONTROLLER_COOLDOWN_MINUTES",
+    "CONTROLLER_FLEET_RESYNC_MINUTES",
     "CONTROLLER_PLAN_HORIZON_HOURS",
     "CONTROLLER_SESSION_RETENTION_HOURS",
     "LABLET_LAB_LOOP_ENABLED",
@@ -378,6 +386,7 @@ const VARIABLES: &[&str] = &[
     "LABLET_RETRY_BACKOFF_MAX_SECONDS",
     "LABLET_MAX_ATTEMPTS",
     "LABLET_BOOT_TIMEOUT_MINUTES",
+    "LABLET_ORDER_TIMEOUT_MINUTES",
     "LABLET_KEEP_WIPED_LABS_PER_WORKER",
     "LABLET_CML_URL_TEMPLATE",
     "WORKER_TEMPLATES_CONFIG_PATH",
@@ -657,6 +666,7 @@ impl Settings {
             cooldown_minutes: r.natural("CONTROLLER_COOLDOWN_MINUTES", 10)?,
             plan_horizon_hours: r.positive("CONTROLLER_PLAN_HORIZON_HOURS", 24)?,
             session_retention_hours: r.natural("CONTROLLER_SESSION_RETENTION_HOURS", 24)?,
+            fleet_resync_minutes: r.positive("CONTROLLER_FLEET_RESYNC_MINUTES", 5)?,
         };
         let lablet = LabletSettings {
             enabled: r.boolean("LABLET_LAB_LOOP_ENABLED", true)?,
@@ -670,6 +680,7 @@ impl Settings {
             boot_timeout_minutes: r.positive("LABLET_BOOT_TIMEOUT_MINUTES", 30)?,
             keep_wiped_labs_per_worker: r.natural("LABLET_KEEP_WIPED_LABS_PER_WORKER", 4)?,
             cml_url_template: r.string("LABLET_CML_URL_TEMPLATE", "https://{worker}"),
+            order_timeout_minutes: r.positive("LABLET_ORDER_TIMEOUT_MINUTES", 3)?,
         };
         let mongodb_uri = match r.raw("MONGODB_URI") {
             None => None,
@@ -990,6 +1001,8 @@ mod tests {
         assert_eq!(s.lablet.max_attempts, 5);
         assert_eq!(s.lablet.keep_wiped_labs_per_worker, 4);
         assert_eq!(s.lablet.cml_url_template, "https://{worker}");
+        assert_eq!(s.lablet.order_timeout_minutes, 3);
+        assert_eq!(s.controller.fleet_resync_minutes, 5);
         assert_eq!(s.controller.scaling, ScalingMode::Planner);
         assert_eq!(
             (
@@ -1087,6 +1100,8 @@ mod tests {
             ("CONTROLLER_PLAN_HORIZON_HOURS", "48"),
             ("CONTROLLER_SESSION_RETENTION_HOURS", "0"),
             ("CCM_MAX_PASS_MINUTES", "3"),
+            ("CONTROLLER_FLEET_RESYNC_MINUTES", "7"),
+            ("LABLET_ORDER_TIMEOUT_MINUTES", "4"),
             ("MONGODB_URI", "mongodb://u:p@db:27017/"),
             ("CCM_HTTP_ADDR", "0.0.0.0:9090"),
             ("CCM_BACKEND", "etcd"),
@@ -1115,6 +1130,8 @@ mod tests {
         );
         assert_eq!(s.controller.session_retention_hours, 0);
         assert_eq!(s.max_pass_minutes, 3);
+        assert_eq!(s.controller.fleet_resync_minutes, 7);
+        assert_eq!(s.lablet.order_timeout_minutes, 4);
         assert_eq!(
             s.mongodb_uri.as_ref().map(SecretUri::expose),
             Some("mongodb://u:p@db:27017/")

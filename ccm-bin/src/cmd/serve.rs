@@ -61,6 +61,8 @@ pub fn runtime_settings(s: &Settings) -> RuntimeSettings {
         cooldown: minutes(s.controller.cooldown_minutes),
         plan_horizon: hours(s.controller.plan_horizon_hours),
         max_pass_duration: minutes(s.max_pass_minutes),
+        fleet_resync_interval: minutes(s.controller.fleet_resync_minutes),
+        lab_order_timeout: minutes(s.lablet.order_timeout_minutes),
         session_retention: (s.controller.session_retention_hours > 0)
             .then(|| hours(s.controller.session_retention_hours)),
         instantiation_time: minutes(s.lablet.instantiation_minutes),
