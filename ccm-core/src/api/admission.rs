@@ -27,16 +27,15 @@
 
 use super::types::{Admission, Placement};
 use crate::definition::LabletDefinition;
-use crate::placement::filter::{check_static, check_template, Requirements, StaticView};
+use crate::placement::filter::{check_static, check_template, Requirements, StaticAttrs};
 use crate::planner::profile::{Dims, LoadProfile};
 use crate::planner::{Plan, PlanInput, PriorAssignment, WorkerOrigin};
 use crate::runtime::{RuntimeSettings, StateSnapshot};
 use crate::session::{LabletSession, SessionState};
 use crate::template::WorkerTemplate;
 use crate::timeslot::Timestamp;
-use crate::version::CmlVersion;
 use crate::worker::WorkerState;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 /// How long after it was made a plan may take bookings (seconds).
 pub const MAX_AGE_SECS: i64 = 2;
@@ -64,12 +63,7 @@ pub fn need_of(r: &Requirements) -> Dims {
 #[derive(Debug, Clone)]
 enum Kind {
     /// An existing worker, with what its static filters read.
-    Existing {
-        license: crate::license::LicenseType,
-        cml_version: CmlVersion,
-        node_definitions: BTreeSet<String>,
-        ami_name: String,
-    },
+    Existing(StaticAttrs),
     /// A worker the plan launches from this template.
     Planned(Box<WorkerTemplate>),
 }
@@ -126,22 +120,7 @@ impl Host {
 
     fn admits(&self, req: &Requirements) -> bool {
         match &self.kind {
-            Kind::Existing {
-                license,
-                cml_version,
-                node_definitions,
-                ami_name,
-            } => check_static(
-                StaticView {
-                    region: &self.region,
-                    license: *license,
-                    cml_version,
-                    node_definitions,
-                    ami_name,
-                },
-                req,
-            )
-            .is_ok(),
+            Kind::Existing(attrs) => check_static(attrs.view(), req).is_ok(),
             Kind::Planned(t) => {
                 req.region.as_ref().is_none_or(|r| *r == self.region)
                     && check_template(t, &self.region, req).is_ok()
@@ -216,12 +195,7 @@ impl AdmissionPlan {
             let (kind, revision) = match w.origin {
                 WorkerOrigin::Existing { .. } => match snap.workers.get(&w.id) {
                     Some(v) => (
-                        Kind::Existing {
-                            license: v.value.license_type,
-                            cml_version: v.value.cml_version.clone(),
-                            node_definitions: v.value.node_definitions.clone(),
-                            ami_name: v.value.ami_name.clone(),
-                        },
+                        Kind::Existing(StaticAttrs::of(&v.value)),
                         Some(v.mod_revision),
                     ),
                     None => continue,

@@ -280,6 +280,46 @@ impl<'a> StaticView<'a> {
     }
 }
 
+/// The static attributes of a worker, owned (kept where the worker record is not, as in a
+/// plan); [`StaticAttrs::view`] is what the static filters read.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StaticAttrs {
+    /// Region it runs in.
+    pub region: String,
+    /// Licence it carries.
+    pub license: LicenseType,
+    /// CML version it runs.
+    pub cml_version: CmlVersion,
+    /// Node definitions it offers.
+    pub node_definitions: std::collections::BTreeSet<String>,
+    /// AMI it was made from.
+    pub ami_name: String,
+}
+
+impl StaticAttrs {
+    /// The static attributes of `w`.
+    pub fn of(w: &Worker) -> Self {
+        StaticAttrs {
+            region: w.region.clone(),
+            license: w.license_type,
+            cml_version: w.cml_version.clone(),
+            node_definitions: w.node_definitions.clone(),
+            ami_name: w.ami_name.clone(),
+        }
+    }
+
+    /// What the static filters read of them.
+    pub fn view(&self) -> StaticView<'_> {
+        StaticView {
+            region: &self.region,
+            license: self.license,
+            cml_version: &self.cml_version,
+            node_definitions: &self.node_definitions,
+            ami_name: &self.ami_name,
+        }
+    }
+}
+
 /// Region, licence, CML version, node definitions and AMI, in that order.
 pub fn check_static(v: StaticView<'_>, req: &Requirements) -> Result<(), Rejection> {
     if let Some(r) = &req.region {

@@ -153,6 +153,22 @@ struct Class {
 }
 
 impl Class {
+    /// Puts worker `wi` (free capacity `free`) into the order at its place by `cmp` (the
+    /// class order, see [`order_cmp`]); returns the position. Positions after it shift by one.
+    fn insert_ordered(
+        &mut self,
+        wi: usize,
+        free: FreeVec,
+        cmp: impl Fn(usize, usize) -> Ordering,
+    ) -> usize {
+        let at = self
+            .order
+            .partition_point(|o| cmp(*o, wi) == Ordering::Less);
+        self.order.insert(at, wi);
+        self.free.insert(at, free);
+        at
+    }
+
     fn first_fit(&self, need: &FreeVec) -> Option<usize> {
         for (b, m) in self.block_max.iter().enumerate() {
             if !covers(m, need) {
@@ -489,11 +505,9 @@ impl Fleet {
             ..
         } = self;
         let class = &mut classes[ci as usize];
-        let at = class
-            .order
-            .partition_point(|o| order_cmp(scoring.strategy, key, rank, *o, wi) == Ordering::Less);
-        class.order.insert(at, wi);
-        class.free.insert(at, free_vec(&workers[wi]));
+        let at = class.insert_ordered(wi, free_vec(&workers[wi]), |a, b| {
+            order_cmp(scoring.strategy, key, rank, a, b)
+        });
         for (p, o) in class.order.iter().enumerate().skip(at) {
             pos[*o] = p;
         }
@@ -680,11 +694,9 @@ impl Fleet {
         let old = pos[wi];
         class.order.remove(old);
         class.free.remove(old);
-        let new = class
-            .order
-            .partition_point(|o| order_cmp(scoring.strategy, key, rank, *o, wi) == Ordering::Less);
-        class.order.insert(new, wi);
-        class.free.insert(new, free_vec(&workers[wi]));
+        let new = class.insert_ordered(wi, free_vec(&workers[wi]), |a, b| {
+            order_cmp(scoring.strategy, key, rank, a, b)
+        });
         let (lo, hi) = (old.min(new), old.max(new));
         for p in lo..=hi {
             pos[class.order[p]] = p;

@@ -15,6 +15,7 @@
 
 use super::model::{Packing, SessionSpan, StaticClass, WorkerTimeline};
 use super::{cap_of_template, need_of, secs};
+use crate::placement::filter::StaticAttrs;
 use crate::planner::plan::{PlanInput, PlannedSession, WorkerOrigin};
 use crate::planner::profile::{Busy, Dims, LoadProfile};
 use crate::session::SessionState;
@@ -135,13 +136,7 @@ fn lower_fleet(
                 .max(now),
             _ => launch_not_before + startup_secs,
         };
-        let static_class = packing.class(StaticClass::Worker {
-            region: w.region.clone(),
-            license: w.license_type,
-            cml_version: w.cml_version.clone(),
-            node_definitions: w.node_definitions.clone(),
-            ami_name: w.ami_name.clone(),
-        });
+        let static_class = packing.class(StaticClass::Worker(StaticAttrs::of(w)));
         let mut busy = Busy::default();
         if up_now {
             busy.insert(now, ready_at);

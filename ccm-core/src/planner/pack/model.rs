@@ -5,13 +5,13 @@
 //! [`Packing::workers`], a worker its sessions by their index in the phases' session list, and
 //! static filter results are cached per (requirement class, static class) pair.
 
-use crate::license::LicenseType;
-use crate::placement::filter::{check_static, check_template, Rejection, Requirements, StaticView};
+use crate::placement::filter::{
+    check_static, check_template, Rejection, Requirements, StaticAttrs,
+};
 use crate::planner::plan::WorkerOrigin;
 use crate::planner::policy::Policy;
 use crate::planner::profile::{Busy, Dims, GapRule, LoadProfile};
 use crate::template::WorkerTemplate;
-use crate::version::CmlVersion;
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::cap_of_template;
@@ -22,18 +22,7 @@ use super::cap_of_template;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum StaticClass {
     /// An existing worker, as it is.
-    Worker {
-        /// Region it runs in.
-        region: String,
-        /// Licence it carries.
-        license: LicenseType,
-        /// CML version it runs.
-        cml_version: CmlVersion,
-        /// Node definitions it offers.
-        node_definitions: BTreeSet<String>,
-        /// AMI it was made from.
-        ami_name: String,
-    },
+    Worker(StaticAttrs),
     /// A new worker of a template.
     Template {
         /// Index into the input's templates.
@@ -178,23 +167,7 @@ impl<'a> Packing<'a> {
     pub(super) fn static_rejection(&self, rc: usize, class: usize) -> Option<Rejection> {
         let req = self.req_classes[rc];
         match &self.classes[class] {
-            StaticClass::Worker {
-                region,
-                license,
-                cml_version,
-                node_definitions,
-                ami_name,
-            } => check_static(
-                StaticView {
-                    region,
-                    license: *license,
-                    cml_version,
-                    node_definitions,
-                    ami_name,
-                },
-                req,
-            )
-            .err(),
+            StaticClass::Worker(attrs) => check_static(attrs.view(), req).err(),
             StaticClass::Template { template, region } => {
                 template_rejection(&self.templates[*template], region, req)
             }
